@@ -1,0 +1,1 @@
+"""zkmeter prover: the metering service, epoch close and settlement client (the server stack)."""

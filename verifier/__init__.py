@@ -1,0 +1,1 @@
+"""zkmeter verifier: checks bundles, receipts, openings and the chain without the server stack."""

@@ -5,7 +5,4 @@ from Crypto.Hash import keccak
 
 def keccak256(*parts: bytes) -> bytes:
     """keccak256 over the concatenation of ``parts``."""
-    h = keccak.new(digest_bits=256)
-    for part in parts:
-        h.update(part)
-    return h.digest()
+    return keccak.new(digest_bits=256, data=b"".join(parts)).digest()

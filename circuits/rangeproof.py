@@ -19,6 +19,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import gmpy2
+
 from circuits.backend import GroupBackend, Point, get_backend
 from circuits.constants import (
     ALLOWED_BIT_SIZES,
@@ -266,29 +268,23 @@ def _prove(
     w = transcript.challenge_scalar(b"w")
 
     # Inner-product argument on H'_i = y^-i H_i, without computing H' as points.
-    y_inv = pow(y, -1, R)
     lefts, rights, a, b = _inner_product_prove(
-        transcript, be, be.mul(bg.U, w), list(gs), list(hs), _powers(y_inv, size), l_vec, r_vec
+        transcript, be, be.mul(bg.U, w), list(gs), list(hs), _inv(y), l_vec, r_vec
     )
     proof = RangeProof(a_aff, s_aff, t1_aff, t2_aff, t_x, t_x_blinding, e_blinding,
                        tuple(lefts), tuple(rights), a, b)
     return proof, commitments
 
 
-def _fold(
-    be: GroupBackend, points: list[Point], factors: list[int], lo: int, hi: int
-) -> tuple[list[Point], list[int]]:
-    """P'_i = lo*f_i*P_i + hi*f_(h+i)*P_(h+i), kept as (points, factors) so each new point
-    costs one scalar multiplication: P'_i = c_i * (P_i + (c'_i / c_i) * P_(h+i))."""
+def _inv(x: int) -> int:
+    """x^-1 mod r (x nonzero)."""
+    return int(gmpy2.invert(x, R))
+
+
+def _fold(be: GroupBackend, points: list[Point], ratio: int) -> list[Point]:
+    """P'_i = P_i + ratio * P_(h+i): one scalar multiplication per new point."""
     h = len(points) // 2
-    new_points, new_factors = [], []
-    for i in range(h):
-        c_lo = lo * factors[i] % R
-        c_hi = hi * factors[h + i] % R
-        ratio = c_hi * pow(c_lo, -1, R) % R
-        new_points.append(be.add(points[i], be.mul(points[h + i], ratio)))
-        new_factors.append(c_lo)
-    return new_points, new_factors
+    return [be.add(points[i], be.mul(points[h + i], ratio)) for i in range(h)]
 
 
 def _inner_product_prove(
@@ -297,18 +293,24 @@ def _inner_product_prove(
     q: Point,
     g_vec: list[Point],
     h_vec: list[Point],
-    h_factors: list[int],
+    y_inv: int,
     a: list[int],
     b: list[int],
 ) -> tuple[list[G1Affine], list[G1Affine], int, int]:
-    """Protocol 2 of the paper: prove P = <a, G> + <b, H'> + <a, b> Q with H'_i = f_i H_i.
+    """Protocol 2 of the paper: prove P = <a, G> + <b, H'> + <a, b> Q with H'_i = y^-i H_i.
 
     Each round: L = <a_lo, G_hi> + <b_hi, H'_lo> + <a_lo, b_hi> Q,
                 R = <a_hi, G_lo> + <b_lo, H'_hi> + <a_hi, b_lo> Q, u = challenge,
                 a' = u a_lo + u^-1 a_hi, b' = u^-1 b_lo + u b_hi,
                 G' = u^-1 G_lo + u G_hi, H' = u H_lo + u^-1 H_hi.
+
+    The folded generators are kept as points times geometric factors, G'_i = kg * P_i and
+    H'_i = kh * rho^i * Q_i (rho = y^-1), so that each fold is P_i + c * P_(h+i) with one
+    constant c per round, and H' is never computed as points.
     """
-    g_factors = [1] * len(g_vec)
+    size = len(a)
+    rho_pow = _powers(y_inv, size)
+    kg = kh = 1
     lefts: list[G1Affine] = []
     rights: list[G1Affine] = []
     while len(a) > 1:
@@ -317,13 +319,13 @@ def _inner_product_prove(
         c_l, c_r = _inner(a_lo, b_hi), _inner(a_hi, b_lo)
         big_l = be.msm(
             [*g_vec[h:], *h_vec[:h], q],
-            [*(a_lo[i] * g_factors[h + i] % R for i in range(h)),
-             *(b_hi[i] * h_factors[i] % R for i in range(h)), c_l],
+            [*(x * kg % R for x in a_lo),
+             *(b_hi[i] * kh * rho_pow[i] % R for i in range(h)), c_l],
         )
         big_r = be.msm(
             [*g_vec[:h], *h_vec[h:], q],
-            [*(a_hi[i] * g_factors[i] % R for i in range(h)),
-             *(b_lo[i] * h_factors[h + i] % R for i in range(h)), c_r],
+            [*(x * kg % R for x in a_hi),
+             *(b_lo[i] * kh * rho_pow[h + i] % R for i in range(h)), c_r],
         )
         l_aff, r_aff = be.to_affine(big_l), be.to_affine(big_r)
         transcript.append_point(b"L", l_aff)
@@ -331,12 +333,18 @@ def _inner_product_prove(
         lefts.append(l_aff)
         rights.append(r_aff)
         u = transcript.challenge_scalar(b"u")
-        u_inv = pow(u, -1, R)
+        u_inv = _inv(u)
         a = [(a_lo[i] * u + a_hi[i] * u_inv) % R for i in range(h)]
         b = [(b_lo[i] * u_inv + b_hi[i] * u) % R for i in range(h)]
         if h > 1:  # the last round's folded generators are never used
-            g_vec, g_factors = _fold(be, g_vec, g_factors, u_inv, u)
-            h_vec, h_factors = _fold(be, h_vec, h_factors, u, u_inv)
+            u_sq, u_inv_sq = u * u % R, u_inv * u_inv % R
+            # G'_i = u^-1 kg P_i + u kg P_(h+i) = (u^-1 kg) (P_i + u^2 P_(h+i))
+            g_vec = _fold(be, g_vec, u_sq)
+            kg = kg * u_inv % R
+            # H'_i = u kh rho^i Q_i + u^-1 kh rho^(h+i) Q_(h+i)
+            #      = (u kh) rho^i (Q_i + u^-2 rho^h Q_(h+i))
+            h_vec = _fold(be, h_vec, u_inv_sq * rho_pow[h] % R)
+            kh = kh * u % R
     return lefts, rights, a[0], b[0]
 
 
@@ -351,6 +359,7 @@ class _Terms:
     hs: list[int]
     points: list[G1Affine]
     scalars: list[int]
+    challenges: tuple[int, ...]  # y, z, x, w, u_1..u_k (for test vectors)
 
 
 def _verification_terms(
@@ -386,13 +395,13 @@ def _verification_terms(
     # s_i = prod_j u_j^(+1 if bit (rounds - j) of i is set else -1), j = 1..rounds.
     u_sq = [u * u % R for u in us]
     s = [0] * size
-    s[0] = pow(_product(us), -1, R)
+    s[0] = _inv(_product(us))
     for i in range(1, size):
         top = i.bit_length() - 1
         s[i] = s[i - (1 << top)] * u_sq[rounds - 1 - top] % R
 
     y_pow = _powers(y, size)
-    y_inv_pow = _powers(pow(y, -1, R), size)
+    y_inv_pow = _powers(_inv(y), size)
     two_pow = _powers(2, n)
     z_pow = _powers(z, m + 3)
     delta = ((z - z * z) * sum(y_pow) - ((1 << n) - 1) * sum(z_pow[3 : 3 + m])) % R
@@ -410,7 +419,7 @@ def _verification_terms(
         1,
         x,
         *u_sq,
-        *(pow(u2, -1, R) for u2 in u_sq),
+        *(_inv(u2) for u2 in u_sq),
     ]
     return _Terms(
         g=c * (proof.t_x - delta) % R,
@@ -420,6 +429,7 @@ def _verification_terms(
         hs=hs,
         points=points,
         scalars=scalars,
+        challenges=(y, z, x, w, *us),
     )
 
 

@@ -3,6 +3,10 @@
 The fallback wherever the mcl wheel is missing or fails its self-test. Curve
 ``y^2 = x^3 + 3`` (a = 0); a point (X, Y, Z) stands for (X/Z^2, Y/Z^3); Z = 0 is the identity.
 Formulas: dbl-2009-l and add-2007-bl from the Explicit-Formulas Database.
+
+Scalar multiplications use the GLV endomorphism of BN254: phi(x, y) = (beta*x, y) equals
+lambda*P, so k*P = k1*P + k2*phi(P) with |k1|, |k2| about sqrt(r) (Gallant-Lambert-Vanstone,
+CRYPTO 2001), which halves the doublings.
 """
 
 from collections.abc import Sequence
@@ -10,7 +14,7 @@ from collections.abc import Sequence
 import gmpy2
 
 from circuits.backend.base import GroupBackend, Point
-from circuits.constants import FIELD_MODULUS
+from circuits.constants import CURVE_ORDER, FIELD_MODULUS
 from circuits.encoding import IDENTITY, G1Affine
 
 _P = gmpy2.mpz(FIELD_MODULUS)
@@ -73,19 +77,77 @@ def _neg(pt: Jacobian) -> Jacobian:
     return (pt[0], (-pt[1]) % _P, pt[2])
 
 
+# GLV: beta^3 = 1 in F_p and lambda^2 + lambda + 1 = 0 in Z_r, paired so that
+# (beta*x, y) = lambda*(x, y) on BN254 G1 (checked by the tests).
+GLV_BETA = 0x59E26BCEA0D48BACD4F263F1ACDB5C4F5763473177FFFFFE
+GLV_LAMBDA = 0xB3C4D79D41A917585BFC41088D8DAAA78B17EA66B99C90DD
+_BETA = gmpy2.mpz(GLV_BETA)
+
+
+def _glv_basis() -> tuple[tuple[int, int], tuple[int, int]]:
+    """A short basis (a1, b1), (a2, b2) of {(a, b) : a + b*lambda = 0 mod r}, by the extended
+    Euclidean algorithm on (r, lambda), stopped at sqrt(r) (GLV paper, section 4)."""
+    bound = gmpy2.isqrt(CURVE_ORDER)
+    r0, r1, t0, t1 = CURVE_ORDER, GLV_LAMBDA, 0, 1
+    while r1 >= bound:
+        q = r0 // r1
+        r0, r1, t0, t1 = r1, r0 - q * r1, t1, t0 - q * t1
+    # r1 < sqrt(r) <= r0: v1 = (r1, -t1); v2 is the shorter of (r0, -t0) and the next one.
+    q = r0 // r1
+    r2, t2 = r0 - q * r1, t0 - q * t1
+    v1 = (r1, -t1)
+    v2 = min((r0, -t0), (r2, -t2), key=lambda v: v[0] ** 2 + v[1] ** 2)
+    return v1, v2
+
+
+(_A1, _B1), (_A2, _B2) = _glv_basis()
+_DET = _A1 * _B2 - _A2 * _B1
+
+
+def glv_split(k: int) -> tuple[int, int]:
+    """k1, k2 with k = k1 + k2*lambda (mod r) and |k1|, |k2| about sqrt(r)."""
+    c1 = (2 * _B2 * k + _DET) // (2 * _DET)  # round(b2*k / det)
+    c2 = (-2 * _B1 * k + _DET) // (2 * _DET)  # round(-b1*k / det)
+    return k - c1 * _A1 - c2 * _A2, -c1 * _B1 - c2 * _B2
+
+
+def _endo(pt: Jacobian) -> Jacobian:
+    """phi(P) = (beta*x, y): in Jacobian coordinates (beta*X, Y, Z)."""
+    return (pt[0] * _BETA % _P, pt[1], pt[2])
+
+
+def _signed(pt: Jacobian, k: int) -> tuple[Jacobian, int]:
+    return (_neg(pt), -k) if k < 0 else (pt, k)
+
+
+def _glv_terms(pt: Jacobian, k: int) -> list[tuple[Jacobian, int]]:
+    """k*P as two half-length terms k1*P + k2*phi(P), with non-negative scalars."""
+    k1, k2 = glv_split(k)
+    return [_signed(pt, k1), _signed(_endo(pt), k2)]
+
+
 def _mul(pt: Jacobian, k: int) -> Jacobian:
-    """k * P with a fixed 4-bit window."""
+    """k * P: GLV split, then a joint 4-bit window over both halves (Straus)."""
     if not k or not pt[2]:
         return _INF
-    table = [_INF, pt]
+    k1, k2 = glv_split(k)
+    multiples = [_INF, pt]  # d*P for d = 0..15
     for _ in range(14):
-        table.append(_add(table[-1], pt))
+        multiples.append(_add(multiples[-1], pt))
+    # phi commutes with scalar multiplication, so d*phi(P) = phi(d*P): no second chain.
+    table1 = [_neg(q) for q in multiples] if k1 < 0 else multiples
+    table2 = [_endo(_neg(q) if k2 < 0 else q) for q in multiples]
+    k1, k2 = abs(k1), abs(k2)
     acc = _INF
-    for shift in range((k.bit_length() + 3) // 4 * 4 - 4, -4, -4):
+    top = max(k1.bit_length(), k2.bit_length())
+    for shift in range((top + 3) // 4 * 4 - 4, -4, -4):
         acc = _dbl(_dbl(_dbl(_dbl(acc))))
-        digit = (k >> shift) & 0xF
-        if digit:
-            acc = _add(acc, table[digit])
+        d1 = (k1 >> shift) & 0xF
+        d2 = (k2 >> shift) & 0xF
+        if d1:
+            acc = _add(acc, table1[d1])
+        if d2:
+            acc = _add(acc, table2[d2])
     return acc
 
 
@@ -160,7 +222,8 @@ class PureBackend(GroupBackend):
             for pt, k in pairs:
                 acc = _add(acc, _mul(pt, k))
             return acc
-        return _pippenger([pt for pt, _ in pairs], [k for _, k in pairs])
+        split = [term for pt, k in pairs for term in _glv_terms(pt, k)]
+        return _pippenger([pt for pt, _ in split], [k for _, k in split])
 
     def is_identity(self, a: Point) -> bool:
         return not a[2]

@@ -1,0 +1,1 @@
+"""Epoch close: snapshot, padding, commitments, range proofs, Merkle tree, bundle, openings."""

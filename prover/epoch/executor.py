@@ -1,0 +1,171 @@
+"""Where range proofs are computed: in process, over a local process pool, or over Ray.
+
+A proof job carries only what one leaf needs (tag, value, blinding, and the seed of its proof
+randomness); the master secret never leaves the closing process. Jobs are sent in chunks to
+amortise inter-process overhead, and results come back as they finish so the caller can
+persist each leaf at once.
+"""
+
+import multiprocessing
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from circuits.rangeproof import prove
+from circuits.transcript import RangeProofContext
+from prover.epoch.derive import proof_rng
+
+
+@dataclass(frozen=True, slots=True)
+class LeafJob:
+    """One leaf to commit and prove."""
+
+    tag: bytes
+    value: int
+    blinding: int
+    seed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LeafResult:
+    """A finished leaf."""
+
+    tag: bytes
+    commitment: bytes
+    proof: bytes
+
+
+def prove_leaf(ctx: RangeProofContext, n: int, job: LeafJob) -> LeafResult:
+    """Commit to the job's value and prove it in [0, 2^n), deterministically from its seed."""
+    source = proof_rng(job.seed)
+    proof, (commitment,) = prove(
+        ctx.transcript(), values=[job.value], blindings=[job.blinding], n=n,
+        rng=lambda: next(source),
+    )
+    return LeafResult(job.tag, commitment, proof)
+
+
+def prove_chunk(ctx: RangeProofContext, n: int, jobs: Sequence[LeafJob]) -> list[LeafResult]:
+    """prove_leaf over a chunk (the unit of work sent to a worker)."""
+    return [prove_leaf(ctx, n, job) for job in jobs]
+
+
+def _chunks(jobs: Sequence[LeafJob], size: int) -> list[Sequence[LeafJob]]:
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+class ProofExecutor(ABC):
+    """Runs leaf jobs and yields results as they finish (in any order)."""
+
+    name: str
+
+    @abstractmethod
+    def run(
+        self, ctx: RangeProofContext, n: int, jobs: Sequence[LeafJob]
+    ) -> Iterator[list[LeafResult]]:
+        """Yield lists of finished leaves until every job is done."""
+
+    def close(self) -> None:  # noqa: B027 - a no-op for executors without workers
+        """Release workers."""
+
+    def __enter__(self) -> "ProofExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InlineExecutor(ProofExecutor):
+    """Proves in the calling process (one core)."""
+
+    name = "inline"
+
+    def __init__(self, chunk: int = 8) -> None:
+        self.chunk = chunk
+
+    def run(
+        self, ctx: RangeProofContext, n: int, jobs: Sequence[LeafJob]
+    ) -> Iterator[list[LeafResult]]:
+        for part in _chunks(jobs, self.chunk):
+            yield prove_chunk(ctx, n, part)
+
+
+class ProcessExecutor(ProofExecutor):
+    """Proves over a local pool of worker processes (spawned, so safe beside threads)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None, chunk: int = 8) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.chunk = chunk
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    def run(
+        self, ctx: RangeProofContext, n: int, jobs: Sequence[LeafJob]
+    ) -> Iterator[list[LeafResult]]:
+        pool = self._get_pool()
+        pending: set[Future[list[LeafResult]]] = {
+            pool.submit(prove_chunk, ctx, n, part) for part in _chunks(jobs, self.chunk)
+        }
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor(ProofExecutor):
+    """Proves on a Ray cluster (``ZKMETER_RAY_ADDRESS``); each chunk is one Ray task."""
+
+    name = "ray"
+
+    def __init__(self, address: str, chunk: int = 16) -> None:
+        import ray  # optional dependency: only when a cluster address is configured
+
+        self._ray: Any = ray
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        self._remote = ray.remote(prove_chunk)
+        self.chunk = chunk
+
+    def run(
+        self, ctx: RangeProofContext, n: int, jobs: Sequence[LeafJob]
+    ) -> Iterator[list[LeafResult]]:
+        ray = self._ray
+        pending = [self._remote.remote(ctx, n, list(part)) for part in _chunks(jobs, self.chunk)]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    yield ray.get(ref)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+
+def make_executor(*, workers: int | None = None, ray_address: str | None = None
+                  ) -> ProofExecutor:
+    """Ray when an address is configured, else a process pool (inline for one worker)."""
+    if ray_address:
+        return RayExecutor(ray_address)
+    if workers == 1:
+        return InlineExecutor()
+    return ProcessExecutor(workers)

@@ -1,0 +1,346 @@
+"""The public epoch bundle: layout, canonical bytes, JSON form, and every check on it.
+
+A bundle is what the provider publishes when it closes an epoch (docs/bundle.md):
+
+    version, chain id, contract, provider id, epoch id, window, rate-card hash, bit size n,
+    leaves (tag, commitment, range proof) in tag order, total V, aggregate blinding R,
+    Merkle root, and the provider's Ed25519 signature over the canonical bytes.
+
+Canonical bytes (the signed message; never JSON text):
+
+    "ZKMETER_BUNDLE_1" ‖ u8 version ‖ u256 chain_id ‖ contract(20) ‖ provider_id(32)
+    ‖ u64 epoch_id ‖ u64 window_start ‖ u64 window_end ‖ rate_card_hash(32) ‖ u8 n
+    ‖ u32 leaf_count ‖ per leaf: tag(32) ‖ C(64) ‖ keccak256(proof)(32)
+    ‖ u256 V ‖ R(32) ‖ merkle_root(32)
+
+Signing keccak256(proof) instead of the proof keeps the message small and binds the same
+bytes (keccak256 is collision resistant); the Merkle leaves hash the proofs the same way.
+"""
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from circuits import merkle
+from circuits.constants import CURVE_ORDER
+from circuits.encoding import bytes_to_point, bytes_to_scalar, u32, u64, u256
+from circuits.errors import CircuitsError
+from circuits.hashing import keccak256
+from circuits.pedersen import commit, sum_commitments
+from circuits.rangeproof import Statement, batch_verify, check_parameters, proof_size, verify
+from circuits.transcript import RangeProofContext
+
+BUNDLE_DOMAIN = b"ZKMETER_BUNDLE_1"
+BUNDLE_VERSION = 1
+
+
+class BundleFormatError(ValueError):
+    """The bundle is not well-formed: bad JSON, missing or malformed fields, bad encodings."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One published leaf: a pseudonymous tag, a commitment and its range proof."""
+
+    tag: bytes
+    commitment: bytes
+    proof: bytes
+
+    def hash(self) -> bytes:
+        """The Merkle leaf hash (circuits/merkle.py)."""
+        return merkle.leaf_hash(self.tag, self.commitment, self.proof)
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """A decoded epoch bundle (structure checked; cryptography not yet verified)."""
+
+    chain_id: int
+    contract: bytes
+    provider_id: bytes
+    epoch_id: int
+    window_start: int
+    window_end: int
+    rate_card_hash: bytes
+    bit_size: int
+    leaves: tuple[Leaf, ...]
+    total: int
+    total_blinding: int
+    merkle_root: bytes
+    signature: bytes = field(default=b"")
+    version: int = BUNDLE_VERSION
+
+    @property
+    def context(self) -> RangeProofContext:
+        """The range-proof context every leaf's proof is bound to."""
+        return RangeProofContext(
+            chain_id=self.chain_id, contract=self.contract,
+            provider_id=self.provider_id, epoch_id=self.epoch_id,
+        )
+
+    def signed_bytes(self) -> bytes:
+        """The canonical bytes the provider signs (module docstring)."""
+        parts = [
+            BUNDLE_DOMAIN, bytes([self.version]), u256(self.chain_id), self.contract,
+            self.provider_id, u64(self.epoch_id), u64(self.window_start), u64(self.window_end),
+            self.rate_card_hash, bytes([self.bit_size]), u32(len(self.leaves)),
+        ]
+        for leaf in self.leaves:
+            parts += [leaf.tag, leaf.commitment, keccak256(leaf.proof)]
+        parts += [u256(self.total), u256(self.total_blinding), self.merkle_root]
+        return b"".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The published JSON form (hex fields with 0x)."""
+        return {
+            "version": self.version,
+            "chain_id": self.chain_id,
+            "contract": _hex(self.contract),
+            "provider_id": _hex(self.provider_id),
+            "epoch_id": self.epoch_id,
+            "window": {"start": self.window_start, "end": self.window_end},
+            "rate_card_hash": _hex(self.rate_card_hash),
+            "bit_size": self.bit_size,
+            "leaves": [
+                {"tag": _hex(x.tag), "commitment": _hex(x.commitment), "proof": _hex(x.proof)}
+                for x in self.leaves
+            ],
+            "total": {"value": self.total, "blinding": f"0x{self.total_blinding:064x}"},
+            "merkle_root": _hex(self.merkle_root),
+            "signature": _hex(self.signature),
+        }
+
+    def dumps(self) -> str:
+        """The JSON text of the bundle."""
+        return json.dumps(self.to_json(), indent=1) + "\n"
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _unhex(value: Any, name: str, length: int | None = None) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise BundleFormatError(f"{name}: expected a 0x-prefixed hex string")
+    try:
+        out = bytes.fromhex(value[2:])
+    except ValueError:
+        raise BundleFormatError(f"{name}: not valid hex") from None
+    if length is not None and len(out) != length:
+        raise BundleFormatError(f"{name}: expected {length} bytes, got {len(out)}")
+    return out
+
+
+def _int(value: Any, name: str, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise BundleFormatError(f"{name}: expected an integer in [0, 2^{bits})")
+    return value
+
+
+def parse_bundle(text: str | bytes) -> Bundle:
+    """Parse and structurally validate a bundle's JSON; raises BundleFormatError."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleFormatError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleFormatError("bundle must be a JSON object")
+    try:
+        return _from_json(data)
+    except KeyError as exc:
+        raise BundleFormatError(f"missing field {exc}") from None
+    except (TypeError, AttributeError) as exc:
+        raise BundleFormatError(f"malformed field: {exc}") from None
+
+
+def _from_json(data: dict[str, Any]) -> Bundle:
+    version = _int(data["version"], "version", 8)
+    if version != BUNDLE_VERSION:
+        raise BundleFormatError(f"unsupported bundle version {version}")
+    bit_size = _int(data["bit_size"], "bit_size", 8)
+    leaves_json = data["leaves"]
+    if not isinstance(leaves_json, list) or not leaves_json:
+        raise BundleFormatError("leaves: expected a non-empty list")
+    try:
+        check_parameters(bit_size, 1)
+        size = proof_size(bit_size, 1)
+    except CircuitsError as exc:
+        raise BundleFormatError(f"bit_size: {exc}") from None
+    leaves = []
+    for i, item in enumerate(leaves_json):
+        leaves.append(Leaf(
+            tag=_unhex(item["tag"], f"leaves[{i}].tag", 32),
+            commitment=_unhex(item["commitment"], f"leaves[{i}].commitment", 64),
+            proof=_unhex(item["proof"], f"leaves[{i}].proof", size),
+        ))
+    total = data["total"]
+    blinding = int.from_bytes(_unhex(total["blinding"], "total.blinding", 32), "big")
+    window = data["window"]
+    return Bundle(
+        version=version,
+        chain_id=_int(data["chain_id"], "chain_id", 256),
+        contract=_unhex(data["contract"], "contract", 20),
+        provider_id=_unhex(data["provider_id"], "provider_id", 32),
+        epoch_id=_int(data["epoch_id"], "epoch_id", 64),
+        window_start=_int(window["start"], "window.start", 64),
+        window_end=_int(window["end"], "window.end", 64),
+        rate_card_hash=_unhex(data["rate_card_hash"], "rate_card_hash", 32),
+        bit_size=bit_size,
+        leaves=tuple(leaves),
+        total=_int(total["value"], "total.value", 256),
+        total_blinding=blinding,
+        merkle_root=_unhex(data["merkle_root"], "merkle_root", 32),
+        signature=_unhex(data["signature"], "signature", 64),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome of one named check."""
+
+    name: str
+    ok: bool
+    detail: str
+    failing_leaves: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Stable JSON form for --json output."""
+        out: dict[str, Any] = {"name": self.name, "ok": self.ok, "detail": self.detail}
+        if self.failing_leaves:
+            out["failing_leaves"] = list(self.failing_leaves)
+        return out
+
+
+def check_signature(bundle: Bundle, provider_key: bytes | None = None) -> Check:
+    """The Ed25519 signature over the canonical bytes, by the bundle's provider id (or by
+    ``provider_key`` if given, which must then equal the provider id)."""
+    key = provider_key or bundle.provider_id
+    if provider_key is not None and provider_key != bundle.provider_id:
+        return Check("signature", False, "bundle's provider id is not the expected provider key")
+    try:
+        VerifyKey(key).verify(bundle.signed_bytes(), bundle.signature)
+    except (BadSignatureError, ValueError):
+        return Check("signature", False, "Ed25519 signature does not verify")
+    return Check("signature", True, "Ed25519 signature by the provider verifies")
+
+
+def check_structure(bundle: Bundle) -> Check:
+    """Leaf count a power of two, tags unique and in ascending order, window ordered."""
+    count = len(bundle.leaves)
+    problems = []
+    if count & (count - 1):
+        problems.append(f"leaf count {count} is not a power of two")
+    tags = [leaf.tag for leaf in bundle.leaves]
+    bad = tuple(i for i in range(1, count) if tags[i] <= tags[i - 1])
+    if bad:
+        problems.append("tags are not strictly ascending (duplicated or reordered leaves)")
+    if bundle.window_end <= bundle.window_start:
+        problems.append("window end is not after its start")
+    if problems:
+        return Check("structure", False, "; ".join(problems), bad)
+    return Check("structure", True, f"{count} leaves, tags unique and ordered")
+
+
+def check_encodings(bundle: Bundle) -> Check:
+    """Every commitment decodes (on the curve, not the identity); R is a canonical scalar."""
+    bad = []
+    for i, leaf in enumerate(bundle.leaves):
+        try:
+            bytes_to_point(leaf.commitment)
+        except CircuitsError:
+            bad.append(i)
+    problems = [f"{len(bad)} commitments do not decode"] if bad else []
+    try:
+        bytes_to_scalar(u256(bundle.total_blinding))
+    except CircuitsError:
+        problems.append("aggregate blinding R is not < r")
+    if problems:
+        return Check("encodings", False, "; ".join(problems), tuple(bad))
+    return Check("encodings", True, "all commitments and scalars decode strictly")
+
+
+def check_merkle_root(bundle: Bundle) -> Check:
+    """The Merkle root over the leaves equals the published root."""
+    try:
+        got = merkle.root([leaf.hash() for leaf in bundle.leaves])
+    except ValueError as exc:
+        return Check("merkle_root", False, str(exc))
+    if got != bundle.merkle_root:
+        return Check("merkle_root", False, "recomputed root differs from the published root")
+    return Check("merkle_root", True, "recomputed Merkle root matches")
+
+
+def check_aggregate(bundle: Bundle) -> Check:
+    """V*G + R*H equals the sum of the commitments."""
+    try:
+        total = sum_commitments([leaf.commitment for leaf in bundle.leaves])
+        expected = commit(bundle.total % CURVE_ORDER, bundle.total_blinding)
+    except CircuitsError as exc:
+        return Check("aggregate", False, f"cannot compute: {exc}")
+    if total != expected:
+        return Check("aggregate", False, "V*G + R*H differs from the sum of the commitments")
+    return Check("aggregate", True, f"V*G + R*H equals the sum of the commitments (V = "
+                                    f"{bundle.total})")
+
+
+def check_range_proofs(
+    bundle: Bundle, progress: Callable[[int], None] | None = None, chunk: int = 128
+) -> Check:
+    """Every range proof, batch-verified in chunks; on a failing chunk, each proof in it is
+    verified alone to name the bad leaves."""
+    ctx = bundle.context
+    n = bundle.bit_size
+    bad: list[int] = []
+    count = len(bundle.leaves)
+    for start in range(0, count, chunk):
+        part = range(start, min(start + chunk, count))
+        statements = [
+            Statement(ctx.transcript(), bundle.leaves[i].proof, [bundle.leaves[i].commitment], n)
+            for i in part
+        ]
+        try:
+            batch_verify(statements)
+        except CircuitsError:
+            for i in part:
+                try:
+                    verify(ctx.transcript(), bundle.leaves[i].proof,
+                           [bundle.leaves[i].commitment], n=n)
+                except CircuitsError:
+                    bad.append(i)
+        if progress is not None:
+            progress(len(part))
+    if bad:
+        return Check("range_proofs", False, f"{len(bad)} of {count} range proofs fail",
+                     tuple(bad))
+    return Check("range_proofs", True, f"all {count} range proofs verify (n = {n})")
+
+
+def verify_bundle(
+    bundle: Bundle,
+    *,
+    provider_key: bytes | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Check]:
+    """Run every check on its own, so one failure never hides another."""
+    return [
+        check_structure(bundle),
+        check_encodings(bundle),
+        check_signature(bundle, provider_key),
+        check_merkle_root(bundle),
+        check_aggregate(bundle),
+        check_range_proofs(bundle, progress),
+    ]
+
+
+def sign_bundle(bundle: Bundle, sign: Callable[[bytes], bytes]) -> Bundle:
+    """A copy of ``bundle`` with the signature ``sign(canonical bytes)``."""
+    return replace(bundle, signature=sign(bundle.signed_bytes()))
+
+
+def leaves_in_tag_order(leaves: Sequence[Leaf]) -> tuple[Leaf, ...]:
+    """Leaves sorted by tag, the published order."""
+    return tuple(sorted(leaves, key=lambda leaf: leaf.tag))

@@ -1,0 +1,156 @@
+"""``zkmeter-verify``: checks bundles, openings, receipts and the chain, trusting nobody.
+
+Exit codes: 0 everything verified; 1 something failed verification; 2 bad input (unreadable
+file, wrong format). ``--json`` prints one object
+``{"ok": bool, "checks": [{"name", "ok", "detail", ...}], ...}`` with stable check names.
+"""
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from verifier import audit as audit_mod
+from verifier.bundle import Bundle, BundleFormatError, Check, parse_bundle, verify_bundle
+from verifier.sources import InputError, read_source
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+app = typer.Typer(
+    name="zkmeter-verify",
+    help="Verify zkmeter bundles, openings, receipts and on-chain records.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def bad_input(message: str, as_json: bool) -> NoReturn:
+    """Report unusable input and exit 2."""
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, "checks": []}))
+    else:
+        _err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def report(title: str, checks: Sequence[Check], as_json: bool, **extra: Any) -> NoReturn:
+    """Print the checks (table or JSON) and exit 0 if all passed, else 1."""
+    ok = all(c.ok for c in checks)
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks], **extra}))
+    else:
+        console = Console()
+        table = Table(title=title)
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail")
+        for c in checks:
+            detail = c.detail
+            if c.failing_leaves:
+                shown = ", ".join(map(str, c.failing_leaves[:20]))
+                detail += f" (leaves {shown}{' ...' if len(c.failing_leaves) > 20 else ''})"
+            table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAILED[/red]", detail)
+        console.print(table)
+        for key, value in extra.items():
+            console.print(f"{key}: {value}")
+        console.print("[green]verified[/green]" if ok else "[red]verification failed[/red]")
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+def load_bundle(source: str, as_json: bool) -> tuple[dict[str, Any], Bundle]:
+    """Read and strictly parse a bundle (exit 2 on bad input)."""
+    try:
+        text = read_source(source)
+        bundle = parse_bundle(text)
+        raw = json.loads(text)
+    except (InputError, BundleFormatError) as exc:
+        bad_input(str(exc), as_json)
+    return raw, bundle
+
+
+def parse_hex(value: str, name: str, length: int, as_json: bool) -> bytes:
+    """A hex argument of a fixed length (0x optional)."""
+    try:
+        out = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        bad_input(f"{name} is not hex", as_json)
+    if len(out) != length:
+        bad_input(f"{name} must be {length} bytes", as_json)
+    return out
+
+
+def _with_progress(total: int, as_json: bool, work: Callable[[Callable[[int], None]], Any]
+                   ) -> Any:
+    if as_json or not sys.stderr.isatty():
+        return work(lambda _: None)
+    with Progress(console=_err, transient=True) as progress:
+        task = progress.add_task("verifying range proofs", total=total)
+        return work(lambda k: progress.advance(task, k))
+
+
+@app.command("bundle")
+def bundle_cmd(
+    source: Annotated[str, typer.Argument(help="Bundle JSON file or http(s) URL.")],
+    provider_key: Annotated[
+        str | None, typer.Option(help="Expected provider Ed25519 public key (hex).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify a whole epoch bundle: structure, encodings, signature, Merkle root, the sum
+    check and every range proof (batch-verified; bad leaves are named)."""
+    _, bundle = load_bundle(source, as_json)
+    key = parse_hex(provider_key, "provider key", 32, as_json) if provider_key else None
+    checks = _with_progress(
+        len(bundle.leaves), as_json,
+        lambda advance: verify_bundle(bundle, provider_key=key, progress=advance),
+    )
+    report(f"bundle of epoch {bundle.epoch_id}", checks, as_json, epoch_id=bundle.epoch_id,
+           leaves=len(bundle.leaves), total=bundle.total)
+
+
+@app.command("audit")
+def audit_cmd(
+    source: Annotated[str, typer.Argument(help="Bundle JSON file or http(s) URL.")],
+    previous: Annotated[
+        list[str] | None, typer.Option("--previous", help="Earlier bundles (repeatable).")
+    ] = None,
+    openings: Annotated[
+        str | None, typer.Option(help="JSON object of tag -> sealed opening (file or URL).")
+    ] = None,
+    min_anonymity: Annotated[
+        int, typer.Option(help="Warn when the anonymity set is smaller than this.")
+    ] = audit_mod.DEFAULT_MIN_ANONYMITY,
+    as_json: JsonFlag = False,
+) -> None:
+    """Privacy report: no identifiers or text in the public data, padding, unlinkable tags,
+    uniform sealed openings, and the anonymity-set size."""
+    raw, bundle = load_bundle(source, as_json)
+    earlier = [load_bundle(p, as_json)[1] for p in previous or []]
+    sealed = None
+    if openings:
+        try:
+            sealed = audit_mod.load_openings(read_source(openings))
+        except (InputError, ValueError) as exc:
+            bad_input(f"openings: {exc}", as_json)
+    checks, warnings, size = audit_mod.audit(
+        raw, bundle, previous=earlier, openings=sealed, min_anonymity=min_anonymity
+    )
+    if not as_json:
+        for warning in warnings:
+            _err.print(f"[yellow]warning:[/yellow] {warning}")
+    report(f"privacy audit of epoch {bundle.epoch_id}", checks, as_json,
+           anonymity_set=size, warnings=warnings)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -48,6 +48,20 @@ class LeafStore(Protocol):
         """Persist finished leaves (durably, before returning)."""
 
 
+class MemoryLeafStore:
+    """A LeafStore in memory: for one-shot closes (benchmarks, tests) with nothing to resume."""
+
+    def __init__(self) -> None:
+        self._leaves: dict[bytes, LeafResult] = {}
+
+    def finished(self) -> dict[bytes, LeafResult]:
+        return dict(self._leaves)
+
+    def save(self, results: Sequence[LeafResult]) -> None:
+        for result in results:
+            self._leaves[result.tag] = result
+
+
 @dataclass(frozen=True, slots=True)
 class EpochInputs:
     """Everything public about the epoch, plus the snapshot of totals."""

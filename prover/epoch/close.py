@@ -15,8 +15,9 @@ Steps (DESIGN.md §4.3, docs/epoch.md):
    padding leaves and for users without a key), all of the same length.
 """
 
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from nacl.public import PrivateKey
@@ -90,6 +91,7 @@ class ClosedEpoch:
     bundle: Bundle
     openings: dict[str, Opening]  # private: user id -> its opening
     sealed: dict[bytes, bytes]  # public: tag -> sealed opening
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
 def leaf_count(users: int, min_leaves: int) -> int:
@@ -135,7 +137,9 @@ def close_epoch(
     """Run the whole close (module docstring); resumable through ``store``."""
     if bytes(signing_key.verify_key) != inputs.ctx.provider_id:
         raise EpochCloseError("the signing key does not belong to the context's provider id")
+    started = time.perf_counter()
     planned = plan(inputs, secret)
+    timings = {"derive": time.perf_counter() - started}
     by_tag = {p.job.tag: p for p in planned}
     finished = store.finished()
     stale = set(finished) - set(by_tag)
@@ -146,6 +150,7 @@ def close_epoch(
         if commit(job.value, job.blinding) != result.commitment:
             raise EpochCloseError("a stored leaf does not match the snapshot")
     todo = [p.job for p in planned if p.job.tag not in finished]
+    started = time.perf_counter()
     done = len(finished)
     if progress is not None:
         progress(done, len(planned))
@@ -156,7 +161,11 @@ def close_epoch(
         done += len(results)
         if progress is not None:
             progress(done, len(planned))
-    return assemble(inputs, planned, finished, signing_key=signing_key, user_keys=user_keys or {})
+    timings["commit_and_prove"] = time.perf_counter() - started
+    closed = assemble(inputs, planned, finished, signing_key=signing_key,
+                      user_keys=user_keys or {})
+    closed.timings.update(timings)
+    return closed
 
 
 def assemble(
@@ -168,12 +177,15 @@ def assemble(
     user_keys: Mapping[str, bytes],
 ) -> ClosedEpoch:
     """Order, tree, totals, signature, openings (steps 5-7)."""
+    started = time.perf_counter()
     ordered = sorted(planned, key=lambda p: p.job.tag)
     leaves = tuple(
         Leaf(p.job.tag, finished[p.job.tag].commitment, finished[p.job.tag].proof)
         for p in ordered
     )
     tree = merkle.levels([leaf.hash() for leaf in leaves])
+    timings = {"tree": time.perf_counter() - started}
+    started = time.perf_counter()
     unsigned = Bundle(
         chain_id=inputs.ctx.chain_id,
         contract=inputs.ctx.contract,
@@ -189,6 +201,8 @@ def assemble(
         merkle_root=tree[-1][0],
     )
     bundle = sign_bundle(unsigned, lambda message: bytes(signing_key.sign(message).signature))
+    timings["sign"] = time.perf_counter() - started
+    started = time.perf_counter()
     openings: dict[str, Opening] = {}
     sealed: dict[bytes, bytes] = {}
     for index, p in enumerate(ordered):
@@ -200,4 +214,5 @@ def assemble(
         if p.user_id is not None:
             openings[p.user_id] = opening
         sealed[p.job.tag] = seal(opening, key or bytes(PrivateKey.generate().public_key))
-    return ClosedEpoch(bundle, openings, sealed)
+    timings["seal"] = time.perf_counter() - started
+    return ClosedEpoch(bundle, openings, sealed, timings)

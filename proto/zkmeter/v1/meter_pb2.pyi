@@ -1,0 +1,119 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content", "name")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    name: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class TextUsage(_message.Message):
+    __slots__ = ("messages", "completion")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    completion: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., completion: _Optional[str] = ...) -> None: ...
+
+class ReportedCounts(_message.Message):
+    __slots__ = ("input_tokens", "output_tokens")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    output_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+
+class HiddenCounts(_message.Message):
+    __slots__ = ("cached_input_tokens", "reasoning_tokens")
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    cached_input_tokens: int
+    reasoning_tokens: int
+    def __init__(self, cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
+
+class RecordUsageRequest(_message.Message):
+    __slots__ = ("idempotency_key", "user_id", "model", "text", "counts", "hidden")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    user_id: str
+    model: str
+    text: TextUsage
+    counts: ReportedCounts
+    hidden: HiddenCounts
+    def __init__(self, idempotency_key: _Optional[str] = ..., user_id: _Optional[str] = ..., model: _Optional[str] = ..., text: _Optional[_Union[TextUsage, _Mapping]] = ..., counts: _Optional[_Union[ReportedCounts, _Mapping]] = ..., hidden: _Optional[_Union[HiddenCounts, _Mapping]] = ...) -> None: ...
+
+class Receipt(_message.Message):
+    __slots__ = ("encoded", "signature", "receipt_hash", "epoch_id", "sequence", "units", "running_total", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "encoding")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_HASH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    signature: bytes
+    receipt_hash: bytes
+    epoch_id: int
+    sequence: int
+    units: int
+    running_total: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    encoding: str
+    def __init__(self, encoded: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., receipt_hash: _Optional[bytes] = ..., epoch_id: _Optional[int] = ..., sequence: _Optional[int] = ..., units: _Optional[int] = ..., running_total: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
+
+class RecordUsageResponse(_message.Message):
+    __slots__ = ("receipt", "replayed")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    receipt: Receipt
+    replayed: bool
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ListReceiptsRequest(_message.Message):
+    __slots__ = ("user_id", "epoch_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    epoch_id: int
+    def __init__(self, user_id: _Optional[str] = ..., epoch_id: _Optional[int] = ...) -> None: ...
+
+class ListReceiptsResponse(_message.Message):
+    __slots__ = ("receipts",)
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[Receipt]
+    def __init__(self, receipts: _Optional[_Iterable[_Union[Receipt, _Mapping]]] = ...) -> None: ...
+
+class RegisterUserKeyRequest(_message.Message):
+    __slots__ = ("user_id", "x25519_public_key")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    X25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    x25519_public_key: bytes
+    def __init__(self, user_id: _Optional[str] = ..., x25519_public_key: _Optional[bytes] = ...) -> None: ...
+
+class RegisterUserKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

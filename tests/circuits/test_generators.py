@@ -20,24 +20,9 @@ from circuits.generators import (
     pedersen_gens,
 )
 from circuits.hashing import keccak256
+from tests.circuits.reference import reference_hash_to_g1
 
 P = FIELD_MODULUS
-
-
-def reference_hash_to_g1(label: bytes, index: int) -> G1Affine:
-    """Try-and-increment exactly as written in generators.py's docstring and PROTOCOL.md §3,
-    with the square root checked by Euler's criterion instead of by squaring."""
-    for counter in range(256):
-        preimage = (b"ZKMETER_H2G1_V1_" + len(label).to_bytes(1, "big") + label
-                    + index.to_bytes(4, "big") + counter.to_bytes(1, "big"))
-        x = int.from_bytes(keccak256(preimage), "big") % P
-        rhs = (x**3 + 3) % P
-        if rhs != 0 and pow(rhs, (P - 1) // 2, P) != 1:
-            continue  # not a square: next counter
-        y = pow(rhs, (P + 1) // 4, P)
-        assert y * y % P == rhs
-        return G1Affine(x, y if y % 2 == 0 else P - y)
-    raise AssertionError("no point in 256 tries")
 
 
 LABELS = [PEDERSEN_H_LABEL, BP_G_LABEL, BP_H_LABEL, BP_U_LABEL]

@@ -15,27 +15,10 @@ from circuits.generators import hash_to_g1
 from circuits.hashing import keccak256
 from circuits.transcript import RangeProofContext, Transcript
 from tests.circuits.conftest import CONTEXT
+from tests.circuits.reference import ReferenceTranscript
 
 R = CURVE_ORDER
 DOMAIN = b"ZKMETER_TEST_V1_"
-
-
-class ReferenceTranscript:
-    """The operations exactly as in transcript.py's docstring and PROTOCOL.md §4."""
-
-    def __init__(self, domain: bytes) -> None:
-        self.state = keccak256(domain)
-
-    def append(self, label: bytes, data: bytes) -> None:
-        self.state = keccak256(self.state + b"\x01" + bytes([len(label)]) + label
-                               + len(data).to_bytes(4, "big") + data)
-
-    def challenge(self, label: bytes) -> int:
-        while True:
-            self.state = keccak256(self.state + b"\x02" + bytes([len(label)]) + label)
-            c = int.from_bytes(self.state, "big") % R
-            if c:
-                return c
 
 
 def run(ops, domain=DOMAIN):

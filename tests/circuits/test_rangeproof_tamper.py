@@ -5,10 +5,14 @@ a CircuitsError of the documented kind, and nothing else ever verifies."""
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from circuits.backend import get_backend
 from circuits.constants import CURVE_ORDER, FIELD_MODULUS, RANGE_PROOF_DOMAIN
 from circuits.encoding import bytes_to_point, point_to_bytes
 from circuits.errors import CircuitsError, DecodeError, ParameterError, VerificationError
+from circuits.generators import hash_to_g1
 from circuits.pedersen import commit
 from circuits.rangeproof import RangeProof, proof_size, prove, verify
 from circuits.transcript import Transcript
@@ -450,3 +454,56 @@ def test_tampered_proofs_are_rejected_on_the_python_backend_too(pure, proof8x2):
         check_proof(proof, commitments[::-1], 8, backend=pure)
     with pytest.raises(VerificationError):
         check_proof(proof, commitments, 8, backend=pure, ctx=other_context(epoch_id=99))
+
+
+def test_verifier_transcript_with_an_extra_message_rejects(mcl, proof32):
+    proof, commitments = proof32
+    t = CONTEXT.transcript()
+    t.append_message(b"extra", b"")
+    with pytest.raises(VerificationError):
+        verify(t, proof, commitments, n=32, backend=mcl)
+
+
+def test_a_transcript_cannot_be_used_twice(mcl, proof32):
+    """verify consumes the transcript it is given: a second call on it must not pass."""
+    proof, commitments = proof32
+    t = CONTEXT.transcript()
+    verify(t, proof, commitments, n=32, backend=mcl)
+    with pytest.raises(VerificationError):
+        verify(t, proof, commitments, n=32, backend=mcl)
+
+
+@settings(max_examples=300, deadline=None)
+@given(position=st.integers(min_value=0, max_value=proof_size(8, 2) - 1),
+       mask=st.integers(min_value=1, max_value=255))
+def test_property_any_single_byte_change_is_rejected(position, mask):
+    mcl = get_backend("mcl")
+    proof, commitments = make_proof([17, 200], 8, backend=mcl, seed=b"proof8x2")
+    tampered = bytearray(proof)
+    tampered[position] ^= mask
+    with pytest.raises((DecodeError, VerificationError)):
+        check_proof(bytes(tampered), commitments, 8, backend=mcl)
+
+
+@settings(max_examples=100, deadline=None)
+@given(field=st.sampled_from(SCALAR_FIELDS), data=st.binary(min_size=32, max_size=32))
+def test_property_any_replaced_scalar_is_rejected(field, data):
+    mcl = get_backend("mcl")
+    proof, commitments = make_proof([17, 200], 8, backend=mcl, seed=b"proof8x2")
+    start, _ = layout(8, 2)[field]
+    if proof[start:start + 32] == data:
+        return
+    with pytest.raises((DecodeError, VerificationError)):
+        check_proof(replace_field(proof, 8, 2, field, data), commitments, 8, backend=mcl)
+
+
+@settings(max_examples=100, deadline=None)
+@given(field=st.sampled_from(["A", "S", "T1", "T2", "L0", "R0", "L3", "R3"]),
+       label=st.binary(min_size=1, max_size=8))
+def test_property_any_replaced_curve_point_is_rejected(field, label):
+    """Valid curve points (from the hash to curve), so the verification equation decides."""
+    mcl = get_backend("mcl")
+    proof, commitments = make_proof([17, 200], 8, backend=mcl, seed=b"proof8x2")
+    point = point_to_bytes(hash_to_g1(b"tests.tamper." + label, 0))
+    with pytest.raises(VerificationError):
+        check_proof(replace_field(proof, 8, 2, field, point), commitments, 8, backend=mcl)

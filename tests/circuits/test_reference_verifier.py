@@ -134,3 +134,13 @@ def test_verification_coefficients_match_the_paper(mcl, n, m):
     assert terms.scalars == [
         *((-c * pow(z, 2 + j, R)) % R for j in range(m)), (-c * x) % R, (-c * x * x) % R,
         1, x, *(u * u % R for u in ch.us), *(inv(u * u) for u in ch.us)]
+
+
+def test_a_32_bit_proof_is_checked_with_82_msm_terms(proof32):
+    """PROTOCOL.md §6: G, H, U, 32 G_i, 32 H_i, V, T1, T2, A, S and 5 pairs L_j, R_j."""
+    proof, commitments = proof32
+    decoded = RangeProof.from_bytes(proof, n=32, m=1)
+    terms = _verification_terms(CONTEXT.transcript(), decoded,
+                                [bytes_to_point(c) for c in commitments], 32, c=1)
+    assert 3 + len(terms.gs) + len(terms.hs) + len(terms.points) == 82
+    assert len(terms.points) == len(terms.scalars)

@@ -1,0 +1,107 @@
+"""Configuration of the metering service: one pydantic-settings class, env vars ``ZKMETER_*``.
+
+* ``ZKMETER_DATABASE_URL``: SQLAlchemy URL, ``sqlite:///path`` or
+  ``postgresql+psycopg://...`` (default ``sqlite:///./zkmeter.sqlite``);
+* ``ZKMETER_SIGNING_KEY``: the provider's Ed25519 seed, 64 hex characters;
+* ``ZKMETER_SIGNING_KEY_FILE``: a file holding that seed (64 hex characters or 32 raw bytes);
+* ``ZKMETER_RATE_CARD``: the rate-card TOML file (default: the packaged example);
+* ``ZKMETER_MODEL_ENCODINGS``: JSON object model -> encoding, checked before tiktoken's map;
+* ``ZKMETER_BIT_SIZE``: range-proof bit size n; a user's epoch total stays < 2^n (default 32);
+* ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400).
+
+Exactly one of the two signing-key settings must be given, and a placeholder (all-equal bytes,
+too few distinct bytes, words such as "changeme") is refused. Secrets are ``SecretStr``: they
+never appear in a repr, a log line or an error message.
+"""
+
+from pathlib import Path
+
+from nacl.signing import SigningKey
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prover.errors import ConfigError
+from prover.ratecard import DEFAULT_RATE_CARD
+from verifier.tokens import SUPPORTED_ENCODINGS
+
+BIT_SIZES = (8, 16, 32, 64)
+_PLACEHOLDER_WORDS = ("changeme", "change-me", "placeholder", "example", "secret", "xxxx",
+                      "todo", "dummy", "insecure")
+MIN_DISTINCT_SEED_BYTES = 12
+
+
+class Settings(BaseSettings):
+    """All settings of the metering core (module docstring)."""
+
+    model_config = SettingsConfigDict(env_prefix="ZKMETER_", extra="ignore")
+
+    database_url: SecretStr = SecretStr("sqlite:///./zkmeter.sqlite")
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
+    rate_card: Path = DEFAULT_RATE_CARD
+    model_encodings: dict[str, str] = Field(default_factory=dict)
+    bit_size: int = 32
+    epoch_seconds: int = Field(default=86_400, ge=1)
+
+    @field_validator("bit_size")
+    @classmethod
+    def _bit_size(cls, value: int) -> int:
+        if value not in BIT_SIZES:
+            raise ValueError(f"bit_size must be one of {BIT_SIZES}")
+        return value
+
+    @field_validator("model_encodings")
+    @classmethod
+    def _encodings(cls, value: dict[str, str]) -> dict[str, str]:
+        for model, name in value.items():
+            if not model or name not in SUPPORTED_ENCODINGS:
+                raise ValueError(f"model_encodings: {model!r} -> {name!r} is not a supported "
+                                 f"encoding ({', '.join(SUPPORTED_ENCODINGS)})")
+        return value
+
+    def load_signing_key(self) -> SigningKey:
+        """The provider's Ed25519 key from exactly one of the two settings."""
+        if (self.signing_key is None) == (self.signing_key_file is None):
+            raise ConfigError("set exactly one of ZKMETER_SIGNING_KEY and "
+                              "ZKMETER_SIGNING_KEY_FILE")
+        if self.signing_key is not None:
+            return SigningKey(parse_seed(self.signing_key.get_secret_value().encode("ascii",
+                                                                                   "replace")))
+        path = self.signing_key_file
+        if path is None:  # unreachable: checked above; keeps the type checker honest
+            raise ConfigError("ZKMETER_SIGNING_KEY_FILE is not set")
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the signing key file {path}: "
+                              f"{exc.strerror}") from None
+        return SigningKey(parse_seed(raw))
+
+
+def parse_seed(raw: bytes) -> bytes:
+    """A 32-byte Ed25519 seed from 64 hex characters (or 32 raw bytes); refuses placeholders.
+
+    Error messages never repeat the value."""
+    text = raw.strip()
+    seed: bytes
+    if len(raw) == 32 and not _is_hex(raw):
+        seed = raw
+    elif len(text) == 64 and _is_hex(text):
+        seed = bytes.fromhex(text.decode("ascii"))
+    else:
+        lowered = text.lower()
+        if any(word.encode() in lowered for word in _PLACEHOLDER_WORDS):
+            raise ConfigError("the signing key is a placeholder; generate a real one")
+        raise ConfigError("the signing key must be 64 hex characters (a 32-byte seed)")
+    if len(set(seed)) < MIN_DISTINCT_SEED_BYTES:
+        raise ConfigError("the signing key looks like a placeholder (too few distinct bytes); "
+                          "generate a real one")
+    return seed
+
+
+def _is_hex(data: bytes) -> bool:
+    try:
+        bytes.fromhex(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True

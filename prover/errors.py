@@ -1,0 +1,46 @@
+"""The error type of the metering layer (rate card, ledger, ingest, config) and its variants.
+
+Transport code maps them to status codes; the suggested gRPC code is given for each. No
+message of any of them ever contains prompt or completion text.
+"""
+
+
+class MeteringError(Exception):
+    """Base class of every error raised by the metering core."""
+
+
+class InvalidRequestError(MeteringError, ValueError):
+    """The request is malformed: missing or extra fields, bad types, negative or oversized
+    counts, cached input above input, or a model no encoding is known for.
+    gRPC: INVALID_ARGUMENT."""
+
+
+class UnpricedModelError(InvalidRequestError):
+    """The rate card has no price for this model. gRPC: INVALID_ARGUMENT."""
+
+
+class IdempotencyConflictError(MeteringError):
+    """The idempotency key was already used with a different payload. gRPC: ALREADY_EXISTS."""
+
+
+class UnitsOverflowError(MeteringError):
+    """The user's epoch total would reach 2^n (n = the range-proof bit size); nothing was
+    stored. gRPC: RESOURCE_EXHAUSTED."""
+
+
+class RateCardError(MeteringError, ValueError):
+    """A rate card file is malformed: bad TOML, unknown keys, non-integer or negative prices."""
+
+
+class EpochStateError(MeteringError):
+    """An epoch operation does not fit the epoch's state (closing an epoch that is not open,
+    a snapshot of an open epoch, a rate card other than the open epoch's).
+    gRPC: FAILED_PRECONDITION."""
+
+
+class LedgerError(MeteringError):
+    """The database failed, or kept conflicting after the retries. gRPC: UNAVAILABLE."""
+
+
+class ConfigError(MeteringError, ValueError):
+    """The configuration is invalid: a missing or placeholder secret, an unusable setting."""

@@ -1,0 +1,92 @@
+"""The ledger's tables (SQLAlchemy Core). Migrations in prover/migrations/ create exactly this.
+
+No column holds prompt or completion text: events keep counts, digests and the signed receipt,
+whose text digests are salted and whose salt travels only to the user.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+EPOCH_OPEN = "open"
+EPOCH_CLOSING = "closing"
+EPOCH_CLOSED = "closed"
+
+# An auto-increment 64-bit key (SQLite only auto-increments INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+epochs = Table(
+    "epochs", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", String(8), nullable=False),
+    Column("window_start_ms", BigInteger, nullable=False),
+    Column("window_end_ms", BigInteger, nullable=True),
+    Column("planned_end_ms", BigInteger, nullable=False),
+    Column("rate_card_hash", LargeBinary(32), nullable=False),
+    Column("bit_size", SmallInteger, nullable=False),
+    CheckConstraint("state IN ('open', 'closing', 'closed')", name="state"),
+    CheckConstraint("window_end_ms IS NULL OR window_end_ms >= window_start_ms", name="window"),
+    # At most one open epoch (a partial unique index; SQLite and PostgreSQL both have them).
+    Index("ix_epochs_one_open", "state", unique=True,
+          sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'")),
+)
+
+user_states = Table(
+    "user_states", metadata,
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("total_units", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary(32), nullable=False),
+    PrimaryKeyConstraint("epoch_id", "user_id"),
+    CheckConstraint("seq >= 0 AND total_units >= 0", name="nonneg"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("provider_id", LargeBinary(32), nullable=False),
+    Column("key_digest", LargeBinary(32), nullable=False),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("encoding", String(64), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("total_units", BigInteger, nullable=False),
+    Column("receipt_hash", LargeBinary(32), nullable=False),
+    Column("receipt", LargeBinary, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    # The idempotency key is unique per provider (only its keccak digest is stored).
+    UniqueConstraint("provider_id", "key_digest"),
+    UniqueConstraint("epoch_id", "user_id", "seq"),
+)
+
+TABLES = (epochs, user_states, events)

@@ -1,0 +1,445 @@
+"""The durable, idempotent ledger: epochs, per-user chains, events and their receipts.
+
+One SQLAlchemy engine, SQLite (a file in WAL mode: the embedded default) or PostgreSQL
+(``postgresql+psycopg://``), same schema (prover/ledger/schema.py, created by the alembic
+migrations in prover/migrations/) and the same behaviour:
+
+* **Appending** a batch is one transaction: lock the open epoch (shared), create and lock the
+  batch's per-user state rows (``SELECT ... FOR UPDATE`` in user order, so two batches never
+  deadlock), look the idempotency keys up *after* those locks, then seal (number, chain, sign)
+  and insert every new event and update the state rows. On SQLite every transaction starts
+  with ``BEGIN IMMEDIATE``: one writer at a time, across processes (busy timeout 30 s).
+* **Idempotency.** A key seen before (in the table or earlier in the batch) with the same
+  payload fingerprint returns the stored receipt and counts nothing; with another fingerprint
+  it is an IdempotencyConflictError and nothing is stored for it. Two workers racing on one
+  key serialize on the user's state row; racing on one key for different users, the second
+  insert violates ``UNIQUE (provider_id, key_digest)``, the transaction is retried, and the
+  retry sees the committed row. Nothing is ever counted twice.
+* **Epochs.** Exactly one open epoch (a partial unique index). Closing it (``FOR UPDATE``,
+  which waits for ingest transactions holding it shared) moves it to ``closing`` with its
+  window end and opens the next; an event belongs to the epoch it was locked under.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from prover.errors import (
+    ConfigError,
+    EpochStateError,
+    IdempotencyConflictError,
+    LedgerError,
+    MeteringError,
+)
+from prover.ledger.schema import (
+    EPOCH_CLOSED,
+    EPOCH_CLOSING,
+    EPOCH_OPEN,
+    epochs,
+    events,
+    user_states,
+)
+from verifier.receipts import ZERO32, Receipt, decode_receipt
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MAX_ATTEMPTS = 8
+MAX_BATCH = 2_000
+# Ledger columns are signed 64-bit on PostgreSQL.
+LEDGER_MAX_UNITS = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class EpochInfo:
+    """One epoch row."""
+
+    id: int
+    state: str
+    window_start_ms: int
+    window_end_ms: int | None
+    planned_end_ms: int
+    rate_card_hash: bytes
+    bit_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A counted, priced event waiting for its place in the user's chain. No text."""
+
+    key_digest: bytes
+    fingerprint: bytes
+    user_id: str
+    units: int
+    payload: Any  # whatever the sealer needs (counts, digests, salt); never stored as is
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPosition:
+    """Where a new event goes: its epoch, sequence number, predecessor and the total before."""
+
+    epoch: EpochInfo
+    seq: int
+    prev_hash: bytes
+    total_before: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The receipt of an event; ``replayed`` when it was stored by an earlier request."""
+
+    receipt: Receipt
+    replayed: bool
+
+
+T = TypeVar("T")
+Sealer = Callable[[PendingEvent, ChainPosition], Receipt]
+Outcome = Stored | MeteringError
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- engines and migrations ----------------------------------------------------------------
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for a SQLite file (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE,
+    synchronous=FULL) or for PostgreSQL through psycopg 3."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file:"):
+            raise ConfigError("the SQLite ledger must be a file path (sqlite:///path)")
+        engine = create_engine(parsed, echo=echo,
+                               connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise ConfigError("use the psycopg 3 driver: postgresql+psycopg://...")
+        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database backend {backend!r} (sqlite or postgresql)")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+    cursor = dbapi_connection.cursor()
+    try:
+        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ConfigError(f"SQLite refused WAL mode (got {mode!r})")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (alembic, programmatic; idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # one migrator at a time across processes
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274001)")
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _epoch(row: Any) -> EpochInfo:
+    return EpochInfo(id=row.id, state=row.state, window_start_ms=row.window_start_ms,
+                     window_end_ms=row.window_end_ms, planned_end_ms=row.planned_end_ms,
+                     rate_card_hash=bytes(row.rate_card_hash), bit_size=row.bit_size)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    """Unique violations (a racing duplicate), deadlocks, serialization failures, busy."""
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in ("40001", "40P01"):
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
+
+
+class Ledger:
+    """The metering ledger of one provider (module docstring)."""
+
+    def __init__(self, engine: Engine, *, provider_id: bytes,
+                 clock_ms: Callable[[], int] = _ms) -> None:
+        if not isinstance(provider_id, bytes) or len(provider_id) != 32:
+            raise ConfigError("provider_id must be the provider's 32-byte Ed25519 public key")
+        self.engine = engine
+        self.provider_id = provider_id
+        self._clock_ms = clock_ms
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    @classmethod
+    def from_url(cls, url: str, *, provider_id: bytes, run_migrations: bool = True,
+                 clock_ms: Callable[[], int] = _ms) -> "Ledger":
+        """Open (and by default migrate) the ledger at ``url``."""
+        engine = make_engine(url)
+        if run_migrations:
+            migrate(engine)
+        return cls(engine, provider_id=provider_id, clock_ms=clock_ms)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # --- epochs --------------------------------------------------------------------------
+
+    def current_epoch(self) -> EpochInfo | None:
+        """The open epoch, if any."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(epochs).where(epochs.c.state == EPOCH_OPEN)).first()
+        return None if row is None else _epoch(row)
+
+    def epoch(self, epoch_id: int) -> EpochInfo:
+        """One epoch by id."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(epochs).where(epochs.c.id == epoch_id)).first()
+        if row is None:
+            raise EpochStateError(f"no epoch {epoch_id}")
+        return _epoch(row)
+
+    def open_epoch(self, *, rate_card_hash: bytes, bit_size: int,
+                   epoch_seconds: int) -> EpochInfo:
+        """The open epoch, opening the first one if there is none."""
+        return self._retry(lambda conn: self._lock_open_epoch(
+            conn, rate_card_hash=rate_card_hash, bit_size=bit_size,
+            epoch_seconds=epoch_seconds))
+
+    def _lock_open_epoch(self, conn: Connection, *, rate_card_hash: bytes, bit_size: int,
+                         epoch_seconds: int) -> EpochInfo:
+        row = conn.execute(select(epochs).where(epochs.c.state == EPOCH_OPEN)
+                           .with_for_update(read=True)).first()
+        if row is not None:
+            return _epoch(row)
+        next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
+        now = self._clock_ms()
+        return self._insert_epoch(conn, next_id, now, rate_card_hash=rate_card_hash,
+                                  bit_size=bit_size, epoch_seconds=epoch_seconds)
+
+    @staticmethod
+    def _insert_epoch(conn: Connection, epoch_id: int, start_ms: int, *, rate_card_hash: bytes,
+                      bit_size: int, epoch_seconds: int) -> EpochInfo:
+        info = EpochInfo(id=epoch_id, state=EPOCH_OPEN, window_start_ms=start_ms,
+                         window_end_ms=None, planned_end_ms=start_ms + epoch_seconds * 1000,
+                         rate_card_hash=rate_card_hash, bit_size=bit_size)
+        conn.execute(insert(epochs).values(
+            id=info.id, state=info.state, window_start_ms=info.window_start_ms,
+            window_end_ms=None, planned_end_ms=info.planned_end_ms,
+            rate_card_hash=info.rate_card_hash, bit_size=info.bit_size))
+        return info
+
+    def close_epoch(self, epoch_id: int, *, next_rate_card_hash: bytes, next_bit_size: int,
+                    epoch_seconds: int) -> tuple[EpochInfo, EpochInfo]:
+        """Move the open epoch ``epoch_id`` to ``closing`` and open the next one.
+
+        Waits for ingest transactions in flight; the window ends at the later of now and
+        the last event's timestamp. Returns (the closing epoch, the new open epoch)."""
+        def body(conn: Connection) -> tuple[EpochInfo, EpochInfo]:
+            row = conn.execute(select(epochs).where(epochs.c.id == epoch_id)
+                               .with_for_update()).first()
+            if row is None:
+                raise EpochStateError(f"no epoch {epoch_id}")
+            if row.state != EPOCH_OPEN:
+                raise EpochStateError(f"epoch {epoch_id} is {row.state}, not open")
+            last = conn.execute(select(func.max(events.c.created_ms))
+                                .where(events.c.epoch_id == epoch_id)).scalar()
+            end = max(self._clock_ms(), row.window_start_ms, last or 0)
+            conn.execute(update(epochs).where(epochs.c.id == epoch_id)
+                         .values(state=EPOCH_CLOSING, window_end_ms=end))
+            closing = _epoch(row)
+            closing = EpochInfo(**{**{f: getattr(closing, f) for f in closing.__slots__},
+                                   "state": EPOCH_CLOSING, "window_end_ms": end})
+            next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
+            nxt = self._insert_epoch(conn, next_id, end, rate_card_hash=next_rate_card_hash,
+                                     bit_size=next_bit_size, epoch_seconds=epoch_seconds)
+            return closing, nxt
+        return self._retry(body)
+
+    def mark_closed(self, epoch_id: int) -> None:
+        """``closing`` -> ``closed`` (after the bundle is published)."""
+        def body(conn: Connection) -> None:
+            result = conn.execute(update(epochs).where(epochs.c.id == epoch_id,
+                                                       epochs.c.state == EPOCH_CLOSING)
+                                  .values(state=EPOCH_CLOSED))
+            if result.rowcount != 1:
+                raise EpochStateError(f"epoch {epoch_id} is not closing")
+        self._retry(body)
+
+    def totals(self, epoch_id: int) -> dict[str, int]:
+        """Per-user totals of a closing or closed epoch (the close snapshot)."""
+        with self.engine.begin() as conn:
+            state = conn.execute(select(epochs.c.state).where(epochs.c.id == epoch_id)).scalar()
+            if state is None:
+                raise EpochStateError(f"no epoch {epoch_id}")
+            if state == EPOCH_OPEN:
+                raise EpochStateError(f"epoch {epoch_id} is still open; close it first")
+            rows = conn.execute(select(user_states.c.user_id, user_states.c.total_units)
+                                .where(user_states.c.epoch_id == epoch_id,
+                                       user_states.c.seq > 0)).all()
+        return {row.user_id: row.total_units for row in rows}
+
+    def running_totals(self, epoch_id: int) -> dict[str, int]:
+        """Per-user totals so far, in any state (for monitoring; not a snapshot)."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(user_states.c.user_id, user_states.c.total_units)
+                                .where(user_states.c.epoch_id == epoch_id,
+                                       user_states.c.seq > 0)).all()
+        return {row.user_id: row.total_units for row in rows}
+
+    def receipts(self, epoch_id: int, user_id: str) -> list[Receipt]:
+        """A user's receipts of one epoch, in chain order."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(events.c.receipt)
+                                .where(events.c.epoch_id == epoch_id,
+                                       events.c.user_id == user_id)
+                                .order_by(events.c.seq)).all()
+        return [decode_receipt(bytes(row.receipt)) for row in rows]
+
+    # --- appending -----------------------------------------------------------------------
+
+    def append(self, items: Sequence[PendingEvent], *, seal: Sealer, rate_card_hash: bytes,
+               bit_size: int, epoch_seconds: int) -> list[Outcome]:
+        """Store a batch atomically; one outcome per item, in order (module docstring).
+
+        ``seal`` builds and signs the receipt for a position; a MeteringError it raises is
+        that item's outcome and nothing is stored for it."""
+        if not items:
+            return []
+        if len(items) > MAX_BATCH:
+            raise LedgerError(f"a batch holds at most {MAX_BATCH} events")
+        return self._retry(lambda conn: self._append_once(
+            conn, items, seal=seal, rate_card_hash=rate_card_hash, bit_size=bit_size,
+            epoch_seconds=epoch_seconds))
+
+    def _append_once(self, conn: Connection, items: Sequence[PendingEvent], *, seal: Sealer,
+                     rate_card_hash: bytes, bit_size: int,
+                     epoch_seconds: int) -> list[Outcome]:
+        epoch = self._lock_open_epoch(conn, rate_card_hash=rate_card_hash, bit_size=bit_size,
+                                      epoch_seconds=epoch_seconds)
+        if epoch.rate_card_hash != rate_card_hash or epoch.bit_size != bit_size:
+            raise EpochStateError(f"the open epoch {epoch.id} uses another rate card or bit "
+                                  "size; close it to switch")
+        users = sorted({item.user_id for item in items})
+        conn.execute(
+            self._insert(user_states).on_conflict_do_nothing(
+                index_elements=["epoch_id", "user_id"]),
+            [{"epoch_id": epoch.id, "user_id": u, "seq": 0, "total_units": 0,
+              "last_hash": ZERO32} for u in users])
+        state: dict[str, list[Any]] = {
+            row.user_id: [row.seq, row.total_units, bytes(row.last_hash)]
+            for row in conn.execute(
+                select(user_states.c.user_id, user_states.c.seq, user_states.c.total_units,
+                       user_states.c.last_hash)
+                .where(user_states.c.epoch_id == epoch.id, user_states.c.user_id.in_(users))
+                .order_by(user_states.c.user_id).with_for_update())
+        }
+        keys = list({item.key_digest for item in items})
+        seen: dict[bytes, tuple[bytes, Receipt]] = {
+            bytes(row.key_digest): (bytes(row.fingerprint), decode_receipt(bytes(row.receipt)))
+            for row in conn.execute(
+                select(events.c.key_digest, events.c.fingerprint, events.c.receipt)
+                .where(events.c.provider_id == self.provider_id,
+                       events.c.key_digest.in_(keys)))
+        }
+        now = max(self._clock_ms(), epoch.window_start_ms)
+        outcomes: list[Outcome] = []
+        new_rows: list[dict[str, Any]] = []
+        touched: set[str] = set()
+        for item in items:
+            earlier = seen.get(item.key_digest)
+            if earlier is not None:
+                if earlier[0] == item.fingerprint:
+                    outcomes.append(Stored(earlier[1], replayed=True))
+                else:
+                    outcomes.append(IdempotencyConflictError(
+                        "this idempotency key was already used with a different payload"))
+                continue
+            seq, total, last_hash = state[item.user_id]
+            position = ChainPosition(epoch=epoch, seq=seq + 1, prev_hash=last_hash,
+                                     total_before=total, timestamp_ms=now)
+            try:
+                receipt = seal(item, position)
+            except MeteringError as exc:
+                outcomes.append(exc)
+                continue
+            if receipt.total_units > LEDGER_MAX_UNITS:
+                raise LedgerError("running total beyond the ledger's 63-bit columns")
+            digest = receipt.hash()
+            state[item.user_id] = [receipt.seq, receipt.total_units, digest]
+            touched.add(item.user_id)
+            seen[item.key_digest] = (item.fingerprint, receipt)
+            new_rows.append({
+                "provider_id": self.provider_id, "key_digest": item.key_digest,
+                "fingerprint": item.fingerprint, "epoch_id": epoch.id,
+                "user_id": item.user_id, "seq": receipt.seq, "model": receipt.model,
+                "encoding": receipt.encoding, "input_tokens": receipt.input_tokens,
+                "output_tokens": receipt.output_tokens,
+                "cached_input_tokens": receipt.cached_input_tokens,
+                "reasoning_tokens": receipt.reasoning_tokens, "units": receipt.units,
+                "total_units": receipt.total_units, "receipt_hash": digest,
+                "receipt": receipt.to_bytes(), "created_ms": receipt.timestamp_ms,
+            })
+            outcomes.append(Stored(receipt, replayed=False))
+        if new_rows:
+            conn.execute(insert(events), new_rows)
+            conn.execute(
+                update(user_states)
+                .where(user_states.c.epoch_id == bindparam("b_epoch"),
+                       user_states.c.user_id == bindparam("b_user"))
+                .values(seq=bindparam("b_seq"), total_units=bindparam("b_total"),
+                        last_hash=bindparam("b_hash")),
+                [{"b_epoch": epoch.id, "b_user": u, "b_seq": state[u][0],
+                  "b_total": state[u][1], "b_hash": state[u][2]} for u in sorted(touched)])
+        return outcomes
+
+    # --- transactions --------------------------------------------------------------------
+
+    def _retry(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body`` in one transaction, retrying races (module docstring)."""
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    return body(conn)
+            except DBAPIError as exc:
+                if not _retryable(exc) or attempt == MAX_ATTEMPTS - 1:
+                    raise LedgerError(f"ledger transaction failed: {type(exc).__name__}: "
+                                      f"{_first_line(exc)}") from None
+                time.sleep(0.002 * (attempt + 1))
+        raise LedgerError("unreachable")  # pragma: no cover
+
+
+def _first_line(exc: DBAPIError) -> str:
+    # The driver's own message, without SQLAlchemy's parameter echo (which holds no text
+    # anyway: no statement of this module binds prompt or completion text).
+    return str(exc.orig).splitlines()[0] if exc.orig is not None else "database error"

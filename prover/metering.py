@@ -1,0 +1,254 @@
+"""The ingest core: count, price, number, sign and store one usage event (no transport here).
+
+A :class:`UsageRequest` carries an idempotency key, the user, the model, and either the chat
+messages with the completion text (the meter counts them) or the gateway's reported counts;
+hidden counts (cached input, reasoning) are always reported numbers on their own fields.
+
+``Meter.record_batch`` does, per request, outside any transaction: validate, resolve the
+encoding, count in memory, draw a salt and digest the text, price with the rate card, and
+compute a keyed payload fingerprint. Then one ledger transaction numbers, chains, signs and
+stores the whole batch (prover/ledger/store.py): a retry with the same key and payload gets
+the original receipt back, the same key with another payload is refused, and a user total
+that would reach 2^n is refused, each without storing anything.
+
+Text is never written: not to the database (only counts, salted digests and a keyed
+fingerprint), not to logs, not into any error message, and the request's repr hides it.
+"""
+
+import logging
+import secrets
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from circuits.hashing import keccak256
+from prover.config import Settings
+from prover.errors import InvalidRequestError, MeteringError, UnitsOverflowError
+from prover.ledger import ChainPosition, Ledger, PendingEvent, Stored
+from prover.ratecard import RateCard, load_rate_card
+from verifier.receipts import (
+    COMPLETION_LABEL,
+    FLAG_COUNTED,
+    MAX_MODEL_BYTES,
+    MAX_USER_ID_BYTES,
+    PROMPT_LABEL,
+    ZERO32,
+    Receipt,
+    idempotency_key_digest,
+    prompt_bytes,
+)
+from verifier.tokens import Message, TokenCounter, TokenCountError, count_chat, count_text
+from verifier.tokens import get_encoding as _get_encoding
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_KEY_LABEL = b"ZKMETER_FPKEY_V1"
+FINGERPRINT_LABEL = b"ZKMETER_FPRINT_1"
+MAX_IDEMPOTENCY_KEY_BYTES = 256
+MAX_TOKENS_PER_FIELD = (1 << 32) - 1
+_MODE_TEXT = 1
+_MODE_REPORTED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRequest:
+    """One usage report. Exactly one of ``messages`` (with ``completion``) or the reported
+    ``input_tokens``/``output_tokens``. The repr never shows messages or completion."""
+
+    idempotency_key: str
+    user_id: str
+    model: str
+    messages: Sequence[Message] | None = field(default=None, repr=False)
+    completion: str | None = field(default=None, repr=False)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealing:
+    """What the sealer needs beyond the ledger's PendingEvent (no text)."""
+
+    model: str
+    encoding: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    salt: bytes
+    prompt_digest: bytes
+    completion_digest: bytes
+    flags: int
+
+
+def _check_str(value: Any, name: str, max_bytes: int) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{name} must be a string")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"{name} is not valid UTF-8 text") from None
+    if not 1 <= len(raw) <= max_bytes:
+        raise InvalidRequestError(f"{name} must be 1..{max_bytes} bytes")
+    return raw
+
+
+def _check_count(value: Any, name: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_FIELD:
+        raise InvalidRequestError(f"{name} must be an integer in [0, 2^32)")
+    return value
+
+
+class Meter:
+    """The metering core of one provider (module docstring)."""
+
+    def __init__(self, *, ledger: Ledger, signing_key: SigningKey, rate_card: RateCard,
+                 counter: TokenCounter | None = None, bit_size: int = 32,
+                 epoch_seconds: int = 86_400,
+                 salt_source: Callable[[int], bytes] = secrets.token_bytes) -> None:
+        if bytes(signing_key.verify_key) != ledger.provider_id:
+            raise MeteringError("the ledger's provider id is not the signing key's")
+        self.ledger = ledger
+        self.provider_id = ledger.provider_id
+        self.rate_card = rate_card
+        self.rate_card_hash = rate_card.hash()
+        self.counter = counter or TokenCounter()
+        self.bit_size = bit_size
+        self.limit = 1 << bit_size
+        self.epoch_seconds = epoch_seconds
+        self._signing_key = signing_key
+        self._salt = salt_source
+        # Keyed, so a database reader cannot test guesses of the text against fingerprints.
+        self._fingerprint_key = keccak256(FINGERPRINT_KEY_LABEL, bytes(signing_key))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Meter":
+        """A meter wired from the configuration (migrates the database)."""
+        key = settings.load_signing_key()
+        ledger = Ledger.from_url(settings.database_url.get_secret_value(),
+                                 provider_id=bytes(key.verify_key))
+        return cls(ledger=ledger, signing_key=key, rate_card=load_rate_card(settings.rate_card),
+                   counter=TokenCounter(settings.model_encodings), bit_size=settings.bit_size,
+                   epoch_seconds=settings.epoch_seconds)
+
+    # --- public API ----------------------------------------------------------------------
+
+    def record(self, request: UsageRequest) -> Stored:
+        """Record one event; returns its receipt (``replayed`` for a retry) or raises."""
+        outcome = self.record_batch([request])[0]
+        if isinstance(outcome, MeteringError):
+            raise outcome
+        return outcome
+
+    def record_batch(self, requests: Sequence[UsageRequest]) -> list[Stored | MeteringError]:
+        """Record many events in one transaction; one outcome per request, in order."""
+        outcomes: list[Stored | MeteringError | None] = [None] * len(requests)
+        pending: list[PendingEvent] = []
+        where: list[int] = []
+        for index, request in enumerate(requests):
+            try:
+                pending.append(self._prepare(request))
+                where.append(index)
+            except MeteringError as exc:
+                outcomes[index] = exc
+        stored = self.ledger.append(pending, seal=self._seal, rate_card_hash=self.rate_card_hash,
+                                    bit_size=self.bit_size, epoch_seconds=self.epoch_seconds)
+        for index, outcome in zip(where, stored, strict=True):
+            outcomes[index] = outcome
+        refused = sum(isinstance(o, MeteringError) for o in outcomes)
+        replayed = sum(isinstance(o, Stored) and o.replayed for o in outcomes)
+        log.debug("metered batch: %d events, %d replayed, %d refused", len(requests),
+                  replayed, refused)
+        return [o for o in outcomes if o is not None]
+
+    def fingerprint(self, request: UsageRequest) -> bytes:
+        """The keyed payload fingerprint idempotency compares (validates the request)."""
+        return self._prepare(request).fingerprint
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _prepare(self, request: UsageRequest) -> PendingEvent:
+        if not isinstance(request, UsageRequest):
+            raise InvalidRequestError("expected a UsageRequest")
+        _check_str(request.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_BYTES)
+        user = _check_str(request.user_id, "user_id", MAX_USER_ID_BYTES)
+        model = _check_str(request.model, "model", MAX_MODEL_BYTES)
+        cached = _check_count(request.cached_input_tokens, "cached_input_tokens")
+        reasoning = _check_count(request.reasoning_tokens, "reasoning_tokens")
+        salt = self._salt(32)
+        if request.messages is not None:
+            if request.input_tokens is not None or request.output_tokens is not None:
+                raise InvalidRequestError("give either text or reported counts, not both")
+            if not isinstance(request.completion, str):
+                raise InvalidRequestError("a text request needs the completion text (may be "
+                                          "empty)")
+            try:
+                encoding = self.counter.encoding_for(request.model)
+                enc = _get_encoding(encoding)
+                input_tokens = count_chat(request.messages, enc)
+                output_tokens = count_text(request.completion, enc)
+                prompt = prompt_bytes(request.messages)
+                completion = request.completion.encode("utf-8")
+            except TokenCountError as exc:
+                raise InvalidRequestError(str(exc)) from None
+            except UnicodeEncodeError:
+                raise InvalidRequestError("completion is not valid UTF-8 text") from None
+            sealing = _Sealing(
+                model=request.model, encoding=encoding, input_tokens=input_tokens,
+                output_tokens=output_tokens, cached_input_tokens=cached,
+                reasoning_tokens=reasoning, salt=salt,
+                prompt_digest=keccak256(salt, PROMPT_LABEL, prompt),
+                completion_digest=keccak256(salt, COMPLETION_LABEL, completion),
+                flags=FLAG_COUNTED)
+            body = b"".join((bytes((_MODE_TEXT,)), struct.pack(">I", len(prompt)), prompt,
+                             struct.pack(">I", len(completion)), completion))
+        else:
+            if request.completion is not None:
+                raise InvalidRequestError("a completion text needs the prompt messages")
+            if request.input_tokens is None or request.output_tokens is None:
+                raise InvalidRequestError("give the messages and completion text, or both "
+                                          "reported counts")
+            input_tokens = _check_count(request.input_tokens, "input_tokens")
+            output_tokens = _check_count(request.output_tokens, "output_tokens")
+            sealing = _Sealing(
+                model=request.model, encoding="", input_tokens=input_tokens,
+                output_tokens=output_tokens, cached_input_tokens=cached,
+                reasoning_tokens=reasoning, salt=salt, prompt_digest=ZERO32,
+                completion_digest=ZERO32, flags=0)
+            body = struct.pack(">BQQ", _MODE_REPORTED, input_tokens, output_tokens)
+        if cached > input_tokens:
+            raise InvalidRequestError("cached_input_tokens exceeds the input tokens")
+        units = self.rate_card.prices_for(request.model).units(
+            input_tokens=input_tokens, cached_input_tokens=cached,
+            output_tokens=output_tokens, reasoning_tokens=reasoning)
+        if units >= self.limit:
+            raise UnitsOverflowError(f"one event of {units} units reaches 2^{self.bit_size}")
+        fingerprint = keccak256(
+            self._fingerprint_key, FINGERPRINT_LABEL, struct.pack(">H", len(user)), user,
+            struct.pack(">H", len(model)), model, body, struct.pack(">QQ", cached, reasoning))
+        return PendingEvent(key_digest=idempotency_key_digest(request.idempotency_key),
+                            fingerprint=fingerprint, user_id=request.user_id, units=units,
+                            payload=sealing)
+
+    def _seal(self, item: PendingEvent, position: ChainPosition) -> Receipt:
+        s: _Sealing = item.payload
+        total = position.total_before + item.units
+        if total >= self.limit:
+            raise UnitsOverflowError(
+                f"the user's epoch total would reach 2^{self.bit_size}; event refused")
+        fields = dict(
+            provider_id=self.provider_id, epoch_id=position.epoch.id, user_id=item.user_id,
+            seq=position.seq, prev_hash=position.prev_hash,
+            idempotency_key_digest=item.key_digest, model=s.model, encoding=s.encoding,
+            input_tokens=s.input_tokens, output_tokens=s.output_tokens,
+            cached_input_tokens=s.cached_input_tokens, reasoning_tokens=s.reasoning_tokens,
+            units=item.units, total_units=total, rate_card_hash=self.rate_card_hash,
+            salt=s.salt, prompt_digest=s.prompt_digest, completion_digest=s.completion_digest,
+            timestamp_ms=position.timestamp_ms, flags=s.flags)
+        unsigned = Receipt(**fields)  # type: ignore[arg-type]
+        signature = self._signing_key.sign(unsigned.signed_bytes()).signature
+        return Receipt(**fields, signature=signature)  # type: ignore[arg-type]

@@ -507,3 +507,20 @@ def test_property_any_replaced_curve_point_is_rejected(field, label):
     point = point_to_bytes(hash_to_g1(b"tests.tamper." + label, 0))
     with pytest.raises(VerificationError):
         check_proof(replace_field(proof, 8, 2, field, point), commitments, 8, backend=mcl)
+
+
+def test_verification_failures_are_opaque(mcl, proof32):
+    """The t equation failing and the inner-product equation failing look the same."""
+    proof, commitments = proof32
+    messages = set()
+    for field in ("t_x", "a"):
+        start, _ = layout(32, 1)[field]
+        value = (int.from_bytes(proof[start:start + 32], "big") + 1) % R
+        with pytest.raises(VerificationError) as info:
+            check_proof(replace_field(proof, 32, 1, field, be32(value)), commitments, 32,
+                        backend=mcl)
+        messages.add((str(info.value), info.value.args))
+    with pytest.raises(VerificationError) as info:
+        check_proof(proof, commitments, 32, backend=mcl, ctx=other_context(epoch_id=0))
+    messages.add((str(info.value), info.value.args))
+    assert len(messages) == 1

@@ -14,11 +14,11 @@ from circuits.generators import pedersen_gens
 
 
 def commit(value: int, blinding: int, *, backend: GroupBackend | None = None) -> bytes:
-    """Encode v*G + r*H for v in [0, r) and r in [1, r)."""
-    if not 0 <= value < CURVE_ORDER:
-        raise ValueOutOfRangeError("committed value must be in [0, r)")
-    if not 0 < blinding < CURVE_ORDER:
-        raise ValueOutOfRangeError("blinding must be in [1, r)")
+    """Encode v*G + r*H for integers v in [0, r) and r in [1, r)."""
+    if type(value) is not int or not 0 <= value < CURVE_ORDER:
+        raise ValueOutOfRangeError("committed value must be an integer in [0, r)")
+    if type(blinding) is not int or not 0 < blinding < CURVE_ORDER:
+        raise ValueOutOfRangeError("blinding must be an integer in [1, r)")
     be = backend or get_backend()
     return point_to_bytes(be.to_affine(pedersen_gens(be).commit(value, blinding)))
 

@@ -58,10 +58,10 @@ def random_scalar() -> int:
 
 
 def check_parameters(n: int, m: int) -> None:
-    """n in {8, 16, 32, 64}; m a power of two in [1, MAX_AGGREGATION]."""
-    if n not in ALLOWED_BIT_SIZES:
+    """n in {8, 16, 32, 64}; m a power of two in [1, MAX_AGGREGATION]; both exact ints."""
+    if type(n) is not int or n not in ALLOWED_BIT_SIZES:
         raise ParameterError(f"bit size n must be one of {ALLOWED_BIT_SIZES}, got {n}")
-    if not 1 <= m <= MAX_AGGREGATION or m & (m - 1):
+    if type(m) is not int or not 1 <= m <= MAX_AGGREGATION or m & (m - 1):
         raise ParameterError(
             f"aggregation size m must be a power of two in [1, {MAX_AGGREGATION}], got {m}"
         )

@@ -92,14 +92,14 @@ class RangeProofContext:
     epoch_id: int
 
     def __post_init__(self) -> None:
-        if not 0 <= self.chain_id < 2**256:
-            raise ValueError("chain_id must fit in uint256")
-        if len(self.contract) != 20:
+        if type(self.chain_id) is not int or not 0 <= self.chain_id < 2**256:
+            raise ValueError("chain_id must be an integer that fits in uint256")
+        if type(self.contract) is not bytes or len(self.contract) != 20:
             raise ValueError("contract address must be 20 bytes")
-        if len(self.provider_id) != 32:
+        if type(self.provider_id) is not bytes or len(self.provider_id) != 32:
             raise ValueError("provider_id must be 32 bytes")
-        if not 0 <= self.epoch_id < 2**64:
-            raise ValueError("epoch_id must fit in uint64")
+        if type(self.epoch_id) is not int or not 0 <= self.epoch_id < 2**64:
+            raise ValueError("epoch_id must be an integer that fits in uint64")
 
     def transcript(self) -> Transcript:
         """A fresh range-proof transcript with this context absorbed."""

@@ -251,9 +251,6 @@ def test_context_accepts_boundary_values(fields):
     assert len(ctx.transcript().state) == 32
 
 
-@pytest.mark.xfail(strict=True, reason="RangeProofContext checks only len() of contract and "
-                   "provider_id, not their type: a 20-char str is accepted and fails later "
-                   "with TypeError inside transcript()")
 @pytest.mark.parametrize("fields", [{"contract": "5fbdb2315678afecb367"},
                                     {"provider_id": "p" * 32}], ids=["contract", "provider"])
 def test_context_rejects_non_bytes_addresses(fields):

@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+// Compile contracts/src/*.sol with the pinned solc-js (package-lock.json) and write one
+// artifact per deployable contract to contracts/artifacts/<Name>.json.
+//
+//   node build.js                 write contracts/artifacts/
+//   node build.js --out DIR       write to DIR instead (tests compare it with the committed ones)
+//   node build.js --check         exit 1 if contracts/artifacts/ differs from a fresh build
+//
+// Settings are fixed here: evmVersion "prague" (py-evm stops at Prague), optimizer on,
+// 1,000,000 runs (constants as PUSH32, never CODECOPY), no viaIR, metadata with the default IPFS hash over the sources' contents.
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const solc = require("solc");
+
+const ROOT = __dirname;
+const SRC = path.join(ROOT, "src");
+const DEPLOYABLE = ["BulletproofVerifier", "ZkMeterSettlement"];
+const SOLC_VERSION = "0.8.37";
+const SETTINGS = {
+  evmVersion: "prague",
+  optimizer: { enabled: true, runs: 1000000 },
+  outputSelection: {
+    "*": {
+      "*": [
+        "abi",
+        "evm.bytecode.object",
+        "evm.deployedBytecode.object",
+        "evm.deployedBytecode.immutableReferences",
+        "evm.methodIdentifiers",
+      ],
+    },
+  },
+};
+
+function compile() {
+  if (!solc.version().startsWith(SOLC_VERSION + "+")) {
+    throw new Error(`solc ${solc.version()} is not the pinned ${SOLC_VERSION}`);
+  }
+  const sources = {};
+  for (const name of fs.readdirSync(SRC).filter((f) => f.endsWith(".sol")).sort()) {
+    sources[`src/${name}`] = { content: fs.readFileSync(path.join(SRC, name), "utf8") };
+  }
+  const input = { language: "Solidity", sources, settings: SETTINGS };
+  const output = JSON.parse(solc.compile(JSON.stringify(input)));
+  const errors = (output.errors || []).filter((e) => e.severity === "error");
+  for (const e of output.errors || []) process.stderr.write(e.formattedMessage + "\n");
+  if (errors.length) throw new Error(`${errors.length} compilation error(s)`);
+  const artifacts = {};
+  for (const [file, contracts] of Object.entries(output.contracts)) {
+    for (const [name, c] of Object.entries(contracts)) {
+      if (!DEPLOYABLE.includes(name)) continue;
+      const artifact = {
+        contractName: name,
+        sourceName: file,
+        compiler: { version: solc.version(), settings: { evmVersion: SETTINGS.evmVersion, optimizer: SETTINGS.optimizer } },
+        abi: c.abi,
+        bytecode: "0x" + c.evm.bytecode.object,
+        deployedBytecode: "0x" + c.evm.deployedBytecode.object,
+        immutableReferences: c.evm.deployedBytecode.immutableReferences || {},
+        methodIdentifiers: c.evm.methodIdentifiers,
+      };
+      artifacts[name] = JSON.stringify(artifact, null, 2) + "\n";
+    }
+  }
+  for (const name of DEPLOYABLE) {
+    if (!artifacts[name]) throw new Error(`contract ${name} not found in the sources`);
+  }
+  return artifacts;
+}
+
+function main(argv) {
+  const check = argv.includes("--check");
+  const outIdx = argv.indexOf("--out");
+  const outDir = outIdx >= 0 ? path.resolve(argv[outIdx + 1]) : path.join(ROOT, "artifacts");
+  const artifacts = compile();
+  if (check) {
+    let stale = false;
+    for (const [name, text] of Object.entries(artifacts)) {
+      const file = path.join(ROOT, "artifacts", `${name}.json`);
+      if (!fs.existsSync(file) || fs.readFileSync(file, "utf8") !== text) {
+        process.stderr.write(`stale: contracts/artifacts/${name}.json (run: cd contracts && npm run build)\n`);
+        stale = true;
+      }
+    }
+    return stale ? 1 : 0;
+  }
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const [name, text] of Object.entries(artifacts)) {
+    fs.writeFileSync(path.join(outDir, `${name}.json`), text);
+  }
+  return 0;
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(String(err.message || err) + "\n");
+  process.exitCode = 2;
+}

@@ -7,7 +7,12 @@
 * ``ZKMETER_RATE_CARD``: the rate-card TOML file (default: the packaged example);
 * ``ZKMETER_MODEL_ENCODINGS``: JSON object model -> encoding, checked before tiktoken's map;
 * ``ZKMETER_BIT_SIZE``: range-proof bit size n; a user's epoch total stays < 2^n (default 32);
-* ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400).
+* ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400);
+* ``ZKMETER_CHAIN_ID``, ``ZKMETER_CONTRACT_ADDRESS``: where epochs settle; both are bound
+  into every range proof (defaults: 31337, the zero address until the contract is deployed);
+* ``ZKMETER_MIN_LEAVES``: epochs are padded to at least this many leaves (default 16);
+* ``ZKMETER_PROOF_WORKERS``: local proof processes (default: the number of CPUs);
+* ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``).
 
 Exactly one of the two signing-key settings must be given, and a placeholder (all-equal bytes,
 too few distinct bytes, words such as "changeme") is refused. Secrets are ``SecretStr``: they
@@ -42,6 +47,23 @@ class Settings(BaseSettings):
     model_encodings: dict[str, str] = Field(default_factory=dict)
     bit_size: int = 32
     epoch_seconds: int = Field(default=86_400, ge=1)
+    chain_id: int = Field(default=31_337, ge=0, lt=2**256)
+    contract_address: str = "0x" + "00" * 20
+    min_leaves: int = Field(default=16, ge=1, le=1 << 20)
+    proof_workers: int | None = Field(default=None, ge=1)
+    ray_address: str | None = None
+
+    @field_validator("contract_address")
+    @classmethod
+    def _contract(cls, value: str) -> str:
+        raw = value.removeprefix("0x")
+        if len(raw) != 40 or not _is_hex(raw.encode("ascii", "replace")):
+            raise ValueError("contract_address must be a 20-byte hex address")
+        return "0x" + raw.lower()
+
+    def contract_bytes(self) -> bytes:
+        """The settlement contract address as 20 bytes."""
+        return bytes.fromhex(self.contract_address[2:])
 
     @field_validator("bit_size")
     @classmethod

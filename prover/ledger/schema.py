@@ -89,4 +89,49 @@ events = Table(
     UniqueConstraint("epoch_id", "user_id", "seq"),
 )
 
-TABLES = (epochs, user_states, events)
+# --- epoch close and publication (migration v0002) ------------------------------------------
+
+# Users' X25519 public keys: sealed openings are encrypted to them.
+user_keys = Table(
+    "user_keys", metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("x25519_public_key", LargeBinary(32), nullable=False),
+    Column("registered_ms", BigInteger, nullable=False),
+)
+
+# One row per epoch whose close has started: progress, then the published bundle.
+epoch_closes = Table(
+    "epoch_closes", metadata,
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), primary_key=True),
+    Column("leaves_total", Integer, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger, nullable=True),
+    Column("merkle_root", LargeBinary(32), nullable=True),
+    Column("total_units", BigInteger, nullable=True),
+    Column("bundle_json", LargeBinary, nullable=True),
+)
+
+# Every finished leaf, saved as soon as it is proved (a crashed close resumes from here).
+epoch_leaves = Table(
+    "epoch_leaves", metadata,
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), nullable=False),
+    Column("tag", LargeBinary(32), nullable=False),
+    Column("commitment", LargeBinary(64), nullable=False),
+    Column("proof", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("epoch_id", "tag"),
+)
+
+# Published sealed openings (one per leaf, all the same length) and, for users without a
+# registered key, the plaintext opening served only over the authenticated gRPC API.
+epoch_openings = Table(
+    "epoch_openings", metadata,
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), nullable=False),
+    Column("tag", LargeBinary(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("user_id", String(256), nullable=True),
+    Column("opening", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("epoch_id", "tag"),
+    Index("ix_epoch_openings_user", "epoch_id", "user_id"),
+)
+
+TABLES = (epochs, user_states, events, user_keys, epoch_closes, epoch_leaves, epoch_openings)

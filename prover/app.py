@@ -1,0 +1,37 @@
+"""Wiring: the domain services of one provider, built from the configuration."""
+
+from dataclasses import dataclass
+
+from prover.config import Settings
+from prover.epoch.service import EpochParams, EpochService
+from prover.epoch.storage import EpochStore
+from prover.metering import Meter
+
+
+@dataclass
+class Services:
+    """Everything the transports (gRPC, HTTP, CLI) call into."""
+
+    settings: Settings
+    meter: Meter
+    epochs: EpochService
+    store: EpochStore
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.meter.ledger.dispose()
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    """Open the ledger (migrating it), and build the meter and the epoch service."""
+    settings = settings or Settings()
+    meter = Meter.from_settings(settings)
+    store = EpochStore(meter.ledger.engine)
+    params = EpochParams(
+        chain_id=settings.chain_id, contract=settings.contract_bytes(),
+        bit_size=settings.bit_size, min_leaves=settings.min_leaves,
+        rate_card_hash=meter.rate_card_hash, epoch_seconds=settings.epoch_seconds,
+        proof_workers=settings.proof_workers, ray_address=settings.ray_address)
+    epochs = EpochService(ledger=meter.ledger, store=store,
+                          signing_key=settings.load_signing_key(), params=params)
+    return Services(settings=settings, meter=meter, epochs=epochs, store=store)

@@ -1,0 +1,169 @@
+"""Durable storage of epoch closes: user keys, progress, leaves, bundles and openings.
+
+Same engine and database as the ledger (prover/ledger), tables of migration v0002. Every
+write is one transaction; a leaf is committed as soon as it is proved, so a close killed at
+any point resumes from what is stored.
+"""
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from prover.epoch.executor import LeafResult
+from prover.ledger.schema import epoch_closes, epoch_leaves, epoch_openings, user_keys
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CloseStatus:
+    """Progress of an epoch's close."""
+
+    epoch_id: int
+    leaves_done: int
+    leaves_total: int
+    finished: bool
+    merkle_root: bytes | None
+    total_units: int | None
+
+
+class EpochStore:
+    """Epoch-close tables over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- user keys -----------------------------------------------------------------------
+
+    def register_user_key(self, user_id: str, public_key: bytes) -> None:
+        """Register (or replace) a user's X25519 public key."""
+        if len(public_key) != 32:
+            raise ValueError("an X25519 public key is 32 bytes")
+        with self.engine.begin() as conn:
+            done = conn.execute(update(user_keys).where(user_keys.c.user_id == user_id)
+                                .values(x25519_public_key=public_key, registered_ms=_ms()))
+            if done.rowcount == 0:
+                conn.execute(insert(user_keys).values(user_id=user_id,
+                                                      x25519_public_key=public_key,
+                                                      registered_ms=_ms()))
+
+    def user_keys(self, user_ids: Iterable[str]) -> dict[str, bytes]:
+        """The registered keys of these users (users without one are absent)."""
+        wanted = list(user_ids)
+        out: dict[str, bytes] = {}
+        with self.engine.begin() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(select(user_keys.c.user_id, user_keys.c.x25519_public_key)
+                                    .where(user_keys.c.user_id.in_(wanted[start:start + 500])))
+                out.update({row.user_id: bytes(row.x25519_public_key) for row in rows})
+        return out
+
+    # --- close progress and leaves -------------------------------------------------------
+
+    def start_close(self, epoch_id: int, leaves_total: int) -> None:
+        """Record that the close of ``epoch_id`` started (idempotent)."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(epoch_closes.c.epoch_id)
+                                  .where(epoch_closes.c.epoch_id == epoch_id)).first()
+            if exists is None:
+                conn.execute(insert(epoch_closes).values(epoch_id=epoch_id,
+                                                         leaves_total=leaves_total,
+                                                         started_ms=_ms()))
+
+    def leaves(self, epoch_id: int) -> "DbLeafStore":
+        """The LeafStore of one epoch."""
+        return DbLeafStore(self.engine, epoch_id)
+
+    def status(self, epoch_id: int) -> CloseStatus | None:
+        """Progress of the close of ``epoch_id`` (None if it never started)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(epoch_closes)
+                               .where(epoch_closes.c.epoch_id == epoch_id)).first()
+            if row is None:
+                return None
+            done = conn.execute(select(func.count()).select_from(epoch_leaves)
+                                .where(epoch_leaves.c.epoch_id == epoch_id)).scalar() or 0
+        return CloseStatus(epoch_id, int(done), row.leaves_total, row.finished_ms is not None,
+                           None if row.merkle_root is None else bytes(row.merkle_root),
+                           row.total_units)
+
+    # --- publication ---------------------------------------------------------------------
+
+    def publish(self, epoch_id: int, *, bundle_json: bytes, merkle_root: bytes,
+                total_units: int, sealed: dict[bytes, bytes],
+                private_openings: dict[bytes, tuple[str, bytes]]) -> None:
+        """Store the bundle and every opening in one transaction (replacing a previous
+        publication of the same close, which is byte-identical for the bundle).
+
+        ``private_openings`` maps tags of users without a registered key to (user id,
+        plaintext opening), served only over the authenticated API."""
+        with self.engine.begin() as conn:
+            conn.execute(epoch_openings.delete().where(epoch_openings.c.epoch_id == epoch_id))
+            rows = []
+            for tag, box in sealed.items():
+                user, opening = private_openings.get(tag, (None, None))
+                rows.append({"epoch_id": epoch_id, "tag": tag, "sealed": box,
+                             "user_id": user, "opening": opening})
+            if rows:
+                conn.execute(insert(epoch_openings), rows)
+            conn.execute(update(epoch_closes).where(epoch_closes.c.epoch_id == epoch_id)
+                         .values(bundle_json=bundle_json, merkle_root=merkle_root,
+                                 total_units=total_units, finished_ms=_ms()))
+
+    def bundle_json(self, epoch_id: int) -> bytes | None:
+        """The published bundle JSON of an epoch, if published."""
+        with self.engine.begin() as conn:
+            value = conn.execute(select(epoch_closes.c.bundle_json)
+                                 .where(epoch_closes.c.epoch_id == epoch_id)).scalar()
+        return None if value is None else bytes(value)
+
+    def sealed_opening(self, epoch_id: int, tag: bytes) -> bytes | None:
+        """The sealed opening of one leaf."""
+        with self.engine.begin() as conn:
+            value = conn.execute(select(epoch_openings.c.sealed)
+                                 .where(epoch_openings.c.epoch_id == epoch_id,
+                                        epoch_openings.c.tag == tag)).scalar()
+        return None if value is None else bytes(value)
+
+    def sealed_openings(self, epoch_id: int) -> dict[bytes, bytes]:
+        """Every sealed opening of an epoch, by tag."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(epoch_openings.c.tag, epoch_openings.c.sealed)
+                                .where(epoch_openings.c.epoch_id == epoch_id))
+            return {bytes(r.tag): bytes(r.sealed) for r in rows}
+
+    def private_opening(self, epoch_id: int, user_id: str) -> bytes | None:
+        """The plaintext opening of a user without a registered key."""
+        with self.engine.begin() as conn:
+            value = conn.execute(select(epoch_openings.c.opening)
+                                 .where(epoch_openings.c.epoch_id == epoch_id,
+                                        epoch_openings.c.user_id == user_id)).scalar()
+        return None if value is None else bytes(value)
+
+
+class DbLeafStore:
+    """The finished leaves of one epoch, in the database (a LeafStore)."""
+
+    def __init__(self, engine: Engine, epoch_id: int) -> None:
+        self.engine = engine
+        self.epoch_id = epoch_id
+
+    def finished(self) -> dict[bytes, LeafResult]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(epoch_leaves.c.tag, epoch_leaves.c.commitment,
+                                       epoch_leaves.c.proof)
+                                .where(epoch_leaves.c.epoch_id == self.epoch_id))
+            return {bytes(r.tag): LeafResult(bytes(r.tag), bytes(r.commitment), bytes(r.proof))
+                    for r in rows}
+
+    def save(self, results: Sequence[LeafResult]) -> None:
+        if not results:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(insert(epoch_leaves), [
+                {"epoch_id": self.epoch_id, "tag": r.tag, "commitment": r.commitment,
+                 "proof": r.proof} for r in results])

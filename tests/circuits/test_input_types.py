@@ -56,3 +56,34 @@ def test_commit_refuses_float_inputs(mcl, value, blinding):
 def test_context_refuses_float_integers(field):
     with pytest.raises((ValueError, CircuitsError)):
         dataclasses.replace(CONTEXT, **{field: 1.5}).transcript()
+
+
+@pytest.mark.parametrize(("n", "m"), [(8.0, 1), (True, 1), ("8", 1), (8, 1.0), (8, True)],
+                         ids=["float-n", "bool-n", "str-n", "float-m", "bool-m"])
+def test_proof_size_refuses_non_int_parameters(n, m):
+    with pytest.raises(ParameterError):
+        proof_size(n, m)
+
+
+@pytest.mark.parametrize(("value", "blinding"), [(True, 3), (3, True), ("3", 3), (None, 3)],
+                         ids=["bool-value", "bool-blinding", "str-value", "none-value"])
+def test_commit_refuses_non_int_inputs(mcl, value, blinding):
+    with pytest.raises(ValueOutOfRangeError):
+        commit(value, blinding, backend=mcl)
+
+
+@pytest.mark.parametrize("fields", [
+    {"chain_id": True}, {"epoch_id": False}, {"chain_id": "1"}, {"epoch_id": None},
+    {"contract": bytearray(20)}, {"provider_id": memoryview(bytes(32))},
+    {"contract": list(range(20))}, {"provider_id": "p" * 32},
+], ids=["bool-chain", "bool-epoch", "str-chain", "none-epoch", "bytearray-contract",
+        "memoryview-provider", "list-contract", "str-provider"])
+def test_context_refuses_wrongly_typed_fields(fields):
+    with pytest.raises(ValueError):
+        dataclasses.replace(CONTEXT, **fields)
+
+
+def test_verify_with_string_n_is_a_parameter_error(mcl, proof32):
+    proof, commitments = proof32
+    with pytest.raises(ParameterError):
+        verify(CONTEXT.transcript(), proof, commitments, n="32", backend=mcl)

@@ -96,6 +96,7 @@ class Replay:
     x: int
     w: int
     us: list[int]
+    state: bytes  # the transcript state after the last challenge
 
 
 def replay(proof: ParsedProof, commitments: list[bytes], n: int, ctx) -> Replay:
@@ -125,7 +126,7 @@ def replay(proof: ParsedProof, commitments: list[bytes], n: int, ctx) -> Replay:
         t.append(b"L", left)
         t.append(b"R", right)
         us.append(t.challenge(b"u"))
-    return Replay(y, z, x, w, us)
+    return Replay(y, z, x, w, us, t.state)
 
 
 def s_vector(us: list[int], size: int) -> list[int]:

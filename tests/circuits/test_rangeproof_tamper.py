@@ -524,3 +524,13 @@ def test_verification_failures_are_opaque(mcl, proof32):
         check_proof(proof, commitments, 32, backend=mcl, ctx=other_context(epoch_id=0))
     messages.add((str(info.value), info.value.args))
     assert len(messages) == 1
+
+
+def test_alternative_encodings_of_a_commitment_are_rejected(mcl, proof32):
+    proof, (commitment,) = proof32
+    x = int.from_bytes(commitment[:32], "big")
+    y = int.from_bytes(commitment[32:], "big")
+    for data in ((x + P).to_bytes(32, "big") + commitment[32:],
+                 commitment[:32] + (y + P).to_bytes(32, "big")):
+        with pytest.raises(DecodeError):
+            check_proof(proof, [data], 32, backend=mcl)

@@ -7,7 +7,7 @@ import pytest
 from circuits.constants import CURVE_ORDER, FIELD_MODULUS
 from circuits.encoding import G1Affine, bytes_to_point, point_to_bytes
 from circuits.errors import VerificationError
-from circuits.rangeproof import RangeProof, _prove, _verification_terms
+from circuits.rangeproof import RangeProof, _prove, _verification_terms, prove, verify
 from tests.circuits.conftest import CONTEXT, KeccakRng, check_proof, make_proof, other_context
 from tests.circuits.reference import (
     delta,
@@ -144,3 +144,17 @@ def test_a_32_bit_proof_is_checked_with_82_msm_terms(proof32):
                                 [bytes_to_point(c) for c in commitments], 32, c=1)
     assert 3 + len(terms.gs) + len(terms.hs) + len(terms.points) == 82
     assert len(terms.points) == len(terms.scalars)
+
+
+@pytest.mark.parametrize(("n", "values"), [(8, [3]), (32, [2**32 - 1]), (16, [1, 2, 3, 4])])
+def test_prover_and_verifier_transcripts_end_in_the_same_state(mcl, n, values):
+    rng = KeccakRng(b"end-state")
+    blindings = [rng() for _ in values]
+    prover_t = CONTEXT.transcript()
+    proof, commitments = prove(prover_t, values=values, blindings=blindings, n=n, backend=mcl,
+                               rng=rng)
+    verifier_t = CONTEXT.transcript()
+    verify(verifier_t, proof, commitments, n=n, backend=mcl)
+    ch = replay(parse_proof(proof, (n * len(values)).bit_length() - 1), commitments, n, CONTEXT)
+    assert prover_t.state == verifier_t.state == ch.state
+

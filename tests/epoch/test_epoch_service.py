@@ -6,6 +6,7 @@ import pytest
 from nacl.public import PrivateKey
 from sqlalchemy import update
 
+from prover.config import Settings
 from prover.epoch.close import EpochCloseError
 from prover.epoch.executor import InlineExecutor
 from prover.epoch.service import EpochParams, EpochService
@@ -15,7 +16,6 @@ from prover.ledger import Ledger
 from prover.ledger.schema import epoch_leaves
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
-from prover.config import Settings
 from verifier.bundle import parse_bundle, verify_bundle
 from verifier.opening import Opening, check_opening, unseal
 from verifier.tokens import Message
@@ -89,7 +89,7 @@ def test_close_end_to_end(ledger_url, signing_key):
 
 
 def test_one_user_still_gets_a_padded_bundle(sqlite_url, signing_key):
-    meter, store, service = build(sqlite_url, signing_key)
+    meter, _store, service = build(sqlite_url, signing_key)
     meter.record(UsageRequest(idempotency_key="only", user_id="solo", model=MODEL,
                               input_tokens=10, output_tokens=5))
     closed = service.close()
@@ -99,7 +99,7 @@ def test_one_user_still_gets_a_padded_bundle(sqlite_url, signing_key):
 
 
 def test_nothing_to_close(sqlite_url, signing_key):
-    meter, _, service = build(sqlite_url, signing_key)
+    _meter, _, service = build(sqlite_url, signing_key)
     with pytest.raises(EpochStateError):
         service.close()
 

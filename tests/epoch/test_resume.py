@@ -11,11 +11,11 @@ import time
 
 import pytest
 
+from prover.config import Settings
 from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
-from prover.config import Settings
 from verifier.bundle import parse_bundle, verify_bundle
 
 LEAVES = 256

@@ -1,0 +1,88 @@
+"""Chains for the contract tests: the embedded py-evm chain and a real anvil node."""
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from prover.chain import ChainClient
+from verifier.chain import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+ANVIL = ROOT / "contracts" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def anvil_url():
+    """A real anvil node on 127.0.0.1 (random free port), stopped after the session."""
+    if not ANVIL.exists():
+        pytest.skip("anvil not installed: run `cd contracts && npm ci`")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent",
+         "--gas-limit", "30000000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if connect(url).is_connected():
+                    break
+            except Exception:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("anvil did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def tester_w3():
+    """The embedded py-evm chain (one per session; tests deploy their own contracts)."""
+    return connect(None)
+
+
+@pytest.fixture(params=["tester", "anvil"])
+def client(request, tester_w3) -> ChainClient:
+    """A fresh deployment on the embedded chain or on anvil."""
+    if request.param == "tester":
+        c = ChainClient(tester_w3)
+    else:
+        c = ChainClient.connect(request.getfixturevalue("anvil_url"))
+    c.deploy()
+    return c
+
+
+@pytest.fixture
+def anvil_client(anvil_url) -> ChainClient:
+    c = ChainClient.connect(anvil_url)
+    c.deploy()
+    return c
+
+
+@pytest.fixture
+def tester_client(tester_w3) -> ChainClient:
+    c = ChainClient(tester_w3)
+    c.deploy()
+    return c
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None

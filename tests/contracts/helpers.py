@@ -1,0 +1,96 @@
+"""Epochs made for the settlement tests: proofs bound to a deployed contract's context."""
+
+import secrets
+from dataclasses import dataclass, field
+
+from circuits import merkle
+from circuits.backend import get_backend
+from circuits.constants import CURVE_ORDER
+from circuits.encoding import point_to_bytes
+from circuits.hashing import keccak256
+from circuits.rangeproof import _prove, prove, random_scalar
+from circuits.transcript import RangeProofContext
+from prover.chain import ChainClient, LeafInput
+
+
+@dataclass
+class TestEpoch:
+    """Leaves, totals and the tree of one epoch, as a provider would submit it."""
+
+    provider_id: bytes
+    epoch_id: int
+    values: list[int]
+    blindings: list[int]
+    tags: list[bytes]
+    commitments: list[bytes]
+    proofs: list[bytes]
+    tree: list[list[bytes]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.values)
+
+    @property
+    def total_blinding(self) -> int:
+        return sum(self.blindings) % CURVE_ORDER
+
+    @property
+    def leaves(self) -> list[LeafInput]:
+        return [LeafInput(t, c, keccak256(p))
+                for t, c, p in zip(self.tags, self.commitments, self.proofs, strict=True)]
+
+    def path(self, index: int) -> list[bytes]:
+        return merkle.path(self.tree, index)
+
+    @property
+    def root(self) -> bytes:
+        return self.tree[-1][0]
+
+
+def make_epoch(client: ChainClient, provider_id: bytes, epoch_id: int, values: list[int], *,
+               bad: dict[int, str] | None = None) -> TestEpoch:
+    """Proofs for ``values`` in the context of ``client``'s settlement. ``bad`` maps a leaf
+    index to "overflow" (a dishonest proof for the value 2^32, whose commitment is summed like
+    any other) or "context" (a valid proof made for another epoch id)."""
+    bad = bad or {}
+    be = get_backend()
+    ctx = RangeProofContext(chain_id=client.chain_id,
+                            contract=bytes.fromhex(client.settlement.address[2:]),
+                            provider_id=provider_id, epoch_id=epoch_id)
+    other = RangeProofContext(chain_id=ctx.chain_id, contract=ctx.contract,
+                              provider_id=provider_id, epoch_id=epoch_id + 1000)
+    values = list(values)
+    tags, commitments, proofs, blindings = [], [], [], []
+    for i, v in enumerate(values):
+        gamma = random_scalar()
+        kind = bad.get(i)
+        if kind == "overflow":
+            values[i] = v = 1 << 32
+            # the bits of v mod 2^32 (all zero): a cheating prover's only option
+            proof_obj, comms = _prove(ctx.transcript(), [v], [gamma], [0] * 32, 32, be,
+                                      random_scalar)
+            proof, commitment = proof_obj.to_bytes(), point_to_bytes(comms[0])
+        else:
+            transcript = (other if kind == "context" else ctx).transcript()
+            proof, comms_bytes = prove(transcript, values=[v], blindings=[gamma], n=32,
+                                       backend=be)
+            commitment = comms_bytes[0]
+        tags.append(secrets.token_bytes(32))
+        commitments.append(commitment)
+        proofs.append(proof)
+        blindings.append(gamma)
+    epoch = TestEpoch(provider_id, epoch_id, values, blindings, tags, commitments, proofs)
+    epoch.tree = merkle.levels([merkle.leaf_hash(t, c, p)
+                                for t, c, p in zip(tags, commitments, proofs, strict=True)])
+    return epoch
+
+
+def submit(client: ChainClient, epoch: TestEpoch):
+    return client.submit_epoch(epoch.provider_id, epoch.epoch_id, total=epoch.total,
+                               total_blinding=epoch.total_blinding, leaves=epoch.leaves)
+
+
+def challenge(client: ChainClient, epoch: TestEpoch, index: int, *, sender=None):
+    return client.challenge(epoch.provider_id, epoch.epoch_id, leaf_index=index,
+                            tag=epoch.tags[index], commitment=epoch.commitments[index],
+                            proof=epoch.proofs[index], path=epoch.path(index), sender=sender)

@@ -1,0 +1,102 @@
+"""The committed artifacts are what the pinned solc makes of the sources; the Solidity
+generator constants are the ones circuits/generators.py derives."""
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from circuits.constants import BP_G_LABEL, BP_H_LABEL, BP_U_LABEL, PEDERSEN_H_LABEL
+from circuits.generators import hash_to_g1
+from verifier.chain import load_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS = ROOT / "contracts"
+GOLDEN = json.loads((ROOT / "circuits" / "vectors" / "golden_v1.json").read_text())
+GENS_SOL = (CONTRACTS / "src" / "BulletproofGenerators.sol").read_text()
+
+
+def _solc_installed() -> bool:
+    return shutil.which("node") is not None and (CONTRACTS / "node_modules" / "solc").exists()
+
+
+@pytest.mark.skipif(not _solc_installed(), reason="node or contracts/node_modules missing")
+def test_artifacts_are_byte_identical_to_a_fresh_build(tmp_path):
+    subprocess.run(["node", "build.js", "--out", str(tmp_path)], cwd=CONTRACTS, check=True,
+                   capture_output=True, timeout=120)
+    committed = sorted(p.name for p in (CONTRACTS / "artifacts").glob("*.json"))
+    fresh = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert committed == fresh == ["BulletproofVerifier.json", "ZkMeterSettlement.json"]
+    for name in committed:
+        assert (tmp_path / name).read_bytes() == (CONTRACTS / "artifacts" / name).read_bytes(), name
+
+
+def test_pinned_compiler_and_prague():
+    lock = json.loads((CONTRACTS / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/solc"]["version"] == "0.8.37"
+    assert lock["packages"]["node_modules/@foundry-rs/anvil"]["version"] == "1.7.1"
+    pkg = json.loads((CONTRACTS / "package.json").read_text())
+    assert pkg["devDependencies"] == {"@foundry-rs/anvil": "1.7.1", "solc": "0.8.37"}
+    for name in ("BulletproofVerifier", "ZkMeterSettlement"):
+        artifact = json.loads((CONTRACTS / "artifacts" / f"{name}.json").read_text())
+        assert artifact["compiler"]["version"].startswith("0.8.37+")
+        assert artifact["compiler"]["settings"]["evmVersion"] == "prague"
+    for src in (CONTRACTS / "src").glob("*.sol"):
+        assert "pragma solidity 0.8.37;" in src.read_text(), src.name
+
+
+def test_generator_constants_rederived_from_circuits():
+    spec = importlib.util.spec_from_file_location("gen", CONTRACTS / "generate_constants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render() == GENS_SOL
+
+
+def _const(name: str) -> int:
+    return int(re.search(rf"{name} = (0x[0-9a-f]{{64}});", GENS_SOL).group(1), 16)
+
+
+def _table_points() -> list[tuple[int, int]]:
+    words = [int(w, 16) for w in re.findall(r"mstore\(add\(ptr, 0x[0-9a-f]+\), (0x[0-9a-f]{64})\)",
+                                             GENS_SOL)]
+    return list(zip(words[0::2], words[1::2], strict=True))
+
+
+def _hex_chunks(name: str) -> bytes:
+    block = GENS_SOL.split(f"bytes internal constant {name} =")[1].split(";")[0]
+    return bytes.fromhex("".join(re.findall(r'hex"([0-9a-f]+)"', block)))
+
+
+def _golden_point(text: str) -> tuple[int, int]:
+    raw = bytes.fromhex(text[2:])
+    return int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+
+
+def test_generator_constants_match_the_golden_vectors():
+    gens = GOLDEN["generators"]
+    assert (_const("H_X"), _const("H_Y")) == _golden_point(gens["H"])
+    assert (_const("U_X"), _const("U_Y")) == _golden_point(gens["U"])
+    g = [_golden_point(p) for p in gens["G_i"][:32]]
+    h = [_golden_point(p) for p in gens["H_i"][:32]]
+    assert _table_points() == g + h
+    assert _hex_chunks("GS") == b"".join(x.to_bytes(32, "big") + y.to_bytes(32, "big")
+                                         for x, y in g)
+    assert _hex_chunks("HS") == b"".join(x.to_bytes(32, "big") + y.to_bytes(32, "big")
+                                         for x, y in h)
+    # and the golden vectors themselves are hash_to_g1's
+    assert hash_to_g1(PEDERSEN_H_LABEL, 0) == _golden_point(gens["H"])
+    assert hash_to_g1(BP_U_LABEL, 0) == _golden_point(gens["U"])
+    assert hash_to_g1(BP_G_LABEL, 31) == g[31]
+    assert hash_to_g1(BP_H_LABEL, 31) == h[31]
+
+
+def test_abi_has_every_custom_error_the_tests_name():
+    names = {i["name"] for i in load_artifact("ZkMeterSettlement").abi if i["type"] == "error"}
+    for expected in ("CoordinateNotInField", "PointNotOnCurve", "ScalarNotInField",
+                     "PrecompileFailed", "TotalMismatch", "RangeProofValid", "NotOperator",
+                     "ChallengeWindowClosed", "EpochNotFinalizable", "EpochNotPending"):
+        assert expected in names

@@ -84,13 +84,25 @@ class Receipt(_message.Message):
     encoding: str
     def __init__(self, encoded: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., receipt_hash: _Optional[bytes] = ..., epoch_id: _Optional[int] = ..., sequence: _Optional[int] = ..., units: _Optional[int] = ..., running_total: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
 
+class ItemError(_message.Message):
+    __slots__ = ("code", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    field: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("receipt", "replayed")
+    __slots__ = ("receipt", "replayed", "error")
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     receipt: Receipt
     replayed: bool
-    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    error: ItemError
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., replayed: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class ListReceiptsRequest(_message.Message):
     __slots__ = ("user_id", "epoch_id")

@@ -23,6 +23,7 @@ token (and never raises). Hidden counts (reasoning, cached input) cannot be reco
 and are never derived here: they travel as reported numbers on their own fields.
 """
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -116,6 +117,10 @@ def _shipped_loader(blobpath: str, expected_hash: str | None = None) -> dict[byt
         path = ENCODINGS_DIR / f"{name}.tiktoken"
         if not path.is_file():
             raise EncodingFileError(f"shipped encoding file {path} is missing")
+        # tiktoken skips its hash check when its cache is disabled (TIKTOKEN_CACHE_DIR=""),
+        # so check the pin here too, then let tiktoken check and parse it.
+        if hashlib.sha256(path.read_bytes()).hexdigest() != pinned:
+            raise EncodingFileError(f"{path}: sha256 is not tiktoken's pin for {name}")
         try:
             _RANKS[name] = _real_load_tiktoken_bpe(str(path), expected_hash=expected_hash)
         except ValueError as exc:  # tiktoken's hash mismatch or a corrupt line

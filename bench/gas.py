@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from web3.types import RPCEndpoint
+
 from circuits.backend import get_backend
 from circuits.constants import CURVE_ORDER
 from circuits.hashing import keccak256
@@ -59,7 +61,7 @@ def _start_anvil() -> tuple[subprocess.Popen[bytes], str]:
         try:
             if connect(url).is_connected():
                 return proc, url
-        except Exception:  # noqa: S110 - not up yet
+        except Exception:  # not up yet
             pass
         time.sleep(0.05)
     proc.kill()
@@ -77,8 +79,8 @@ def _breakdown(client: ChainClient, receipt: Any, traced: bool) -> dict[str, int
     out = {"gas": int(receipt["gasUsed"]), "calldata_bytes": len(bytes(tx["input"])),
            "calldata_floor": 21_000 + 10 * tokens}
     if traced:
-        trace = client.w3.provider.make_request(  # type: ignore[arg-type]
-            "debug_traceTransaction",
+        trace = client.w3.provider.make_request(
+            RPCEndpoint("debug_traceTransaction"),
             [receipt["transactionHash"].to_0x_hex(), {"disableStack": True}])
         logs = trace["result"]["structLogs"]
         top = [step for step in logs if step["depth"] == 1]
@@ -154,7 +156,7 @@ def measure(client: ChainClient, traced: bool) -> dict[str, Any]:
     tree = merkle.levels([keccak256(lf.tag, lf.commitment, lf.proof_hash) for lf in leaves])
     receipt = client.challenge(pid, epoch_id, leaf_index=bad, tag=extra["tag"],
                                commitment=extra["commitment"], proof=extra["proof"],
-                               path=merkle.path(tree, bad), sender=client.w3.eth.accounts[1])
+                               path=merkle.path(tree, bad), sender=list(client.w3.eth.accounts)[1])
     result["challengeRangeProof"] = {**_breakdown(client, receipt, traced), "leaves": 256}
 
     verifier = client.w3.eth.contract(address=client.settlement.functions.verifier().call(),

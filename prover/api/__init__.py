@@ -1,0 +1,1 @@
+"""Transports: gRPC for gateways and operators, HTTP for the public read side."""

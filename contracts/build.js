@@ -5,6 +5,7 @@
 //   node build.js                 write contracts/artifacts/
 //   node build.js --out DIR       write to DIR instead (tests compare it with the committed ones)
 //   node build.js --check         exit 1 if contracts/artifacts/ differs from a fresh build
+//   node build.js --harness DIR   also compile the test-only contracts/test/*.sol into DIR
 //
 // Settings are fixed here: evmVersion "prague" (py-evm stops at Prague), optimizer on,
 // 1,000,000 runs (constants as PUSH32, never CODECOPY), no viaIR, metadata with the default IPFS hash over the sources' contents.
@@ -34,13 +35,19 @@ const SETTINGS = {
   },
 };
 
-function compile() {
+function compile(withHarness) {
   if (!solc.version().startsWith(SOLC_VERSION + "+")) {
     throw new Error(`solc ${solc.version()} is not the pinned ${SOLC_VERSION}`);
   }
   const sources = {};
   for (const name of fs.readdirSync(SRC).filter((f) => f.endsWith(".sol")).sort()) {
     sources[`src/${name}`] = { content: fs.readFileSync(path.join(SRC, name), "utf8") };
+  }
+  if (withHarness) {
+    const testDir = path.join(ROOT, "test");
+    for (const name of fs.readdirSync(testDir).filter((f) => f.endsWith(".sol")).sort()) {
+      sources[`test/${name}`] = { content: fs.readFileSync(path.join(testDir, name), "utf8") };
+    }
   }
   const input = { language: "Solidity", sources, settings: SETTINGS };
   const output = JSON.parse(solc.compile(JSON.stringify(input)));
@@ -50,7 +57,8 @@ function compile() {
   const artifacts = {};
   for (const [file, contracts] of Object.entries(output.contracts)) {
     for (const [name, c] of Object.entries(contracts)) {
-      if (!DEPLOYABLE.includes(name)) continue;
+      const harness = file.startsWith("test/");
+      if (!DEPLOYABLE.includes(name) && !harness) continue;
       const artifact = {
         contractName: name,
         sourceName: file,
@@ -73,8 +81,17 @@ function compile() {
 function main(argv) {
   const check = argv.includes("--check");
   const outIdx = argv.indexOf("--out");
+  const harnessIdx = argv.indexOf("--harness");
+  if (harnessIdx >= 0) {
+    const dir = path.resolve(argv[harnessIdx + 1]);
+    fs.mkdirSync(dir, { recursive: true });
+    for (const [name, text] of Object.entries(compile(true))) {
+      fs.writeFileSync(path.join(dir, `${name}.json`), text);
+    }
+    return 0;
+  }
   const outDir = outIdx >= 0 ? path.resolve(argv[outIdx + 1]) : path.join(ROOT, "artifacts");
-  const artifacts = compile();
+  const artifacts = compile(false);
   if (check) {
     let stale = false;
     for (const [name, text] of Object.entries(artifacts)) {

@@ -9,13 +9,14 @@ import pytest
 
 from circuits.backend import get_backend
 from circuits.constants import CURVE_ORDER, FIELD_MODULUS
+from circuits.encoding import G1Affine
 from circuits.generators import hash_to_g1
 from prover.chain import ChainClient, SettlementError, _revert_data, decode_revert
 
 ROOT = Path(__file__).resolve().parents[2]
 P, R = FIELD_MODULUS, CURVE_ORDER
-G = (1, 2)
-H = tuple(hash_to_g1(b"pedersen.H", 0))
+G = G1Affine(1, 2)
+H = hash_to_g1(b"pedersen.H", 0)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,12 @@ def _error(call) -> SettlementError:
 
 def _ref_mul(point, k):
     be = get_backend("pyecc")
-    return tuple(be.to_affine(be.mul(be.from_affine(point), k % R)))
+    return tuple(be.to_affine(be.mul(be.from_affine(G1Affine(*point)), k % R)))
 
 
 def _ref_add(a, b):
     be = get_backend("pyecc")
-    return tuple(be.to_affine(be.add(be.from_affine(a), be.from_affine(b))))
+    return tuple(be.to_affine(be.add(be.from_affine(G1Affine(*a)), be.from_affine(G1Affine(*b)))))
 
 
 def test_add_and_mul_agree_with_py_ecc(harness):

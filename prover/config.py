@@ -12,7 +12,16 @@
   into every range proof (defaults: 31337, the zero address until the contract is deployed);
 * ``ZKMETER_MIN_LEAVES``: epochs are padded to at least this many leaves (default 16);
 * ``ZKMETER_PROOF_WORKERS``: local proof processes (default: the number of CPUs);
-* ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``).
+* ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``);
+* ``ZKMETER_GRPC_BIND`` / ``ZKMETER_HTTP_BIND``: listen addresses (default 127.0.0.1:50051
+  and 127.0.0.1:8080);
+* ``ZKMETER_API_KEY_HASHES``: JSON list of gateway API-key hashes (``sha256:<hex>``, from
+  ``zkmeter keys api-key``); keys themselves are never configured or stored;
+* ``ZKMETER_MAX_MESSAGE_BYTES``: largest gRPC request (default 4 MiB; larger is
+  RESOURCE_EXHAUSTED);
+* ``ZKMETER_TLS_CERT_FILE``, ``ZKMETER_TLS_KEY_FILE``: serve gRPC over TLS;
+  ``ZKMETER_TLS_CLIENT_CA_FILE``: and require client certificates signed by this CA (mTLS);
+* ``ZKMETER_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on shutdown.
 
 Exactly one of the two signing-key settings must be given, and a placeholder (all-equal bytes,
 too few distinct bytes, words such as "changeme") is refused. Secrets are ``SecretStr``: they
@@ -52,6 +61,24 @@ class Settings(BaseSettings):
     min_leaves: int = Field(default=16, ge=1, le=1 << 20)
     proof_workers: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
+    grpc_bind: str = "127.0.0.1:50051"
+    http_bind: str = "127.0.0.1:8080"
+    api_key_hashes: list[str] = Field(default_factory=list)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _key_hashes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            digest = item.removeprefix("sha256:")
+            if not item.startswith("sha256:") or len(digest) != 64 or not _is_hex(
+                    digest.encode("ascii", "replace")):
+                raise ValueError("api_key_hashes entries must be 'sha256:' + 64 hex characters")
+        return value
 
     @field_validator("contract_address")
     @classmethod

@@ -1,0 +1,475 @@
+"""The gRPC transport (``zkmeter.v1``): metering and epochs, health, reflection, API keys.
+
+Transport only: convert protobuf to domain requests, call the core (prover/metering.py,
+prover/epoch/service.py) in a worker thread, convert back. Cross-cutting concerns live in one
+place each: gateway authentication in :class:`ApiKeyInterceptor`, error mapping in
+:func:`status_for`. Nothing here logs a request or any prompt or completion text.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from prover.api.metrics import observe_ingest
+from prover.app import Services
+from prover.errors import (
+    EpochStateError,
+    IdempotencyConflictError,
+    InvalidRequestError,
+    LedgerError,
+    MeteringError,
+    UnitsOverflowError,
+)
+from prover.ledger import EpochInfo, Stored
+from prover.metering import UsageRequest
+from verifier.receipts import Receipt
+from verifier.tokens import Message
+from zkmeter.v1 import epoch_pb2, epoch_pb2_grpc, meter_pb2, meter_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+METER_SERVICE = meter_pb2.DESCRIPTOR.services_by_name["MeterService"].full_name
+EPOCH_SERVICE = epoch_pb2.DESCRIPTOR.services_by_name["EpochService"].full_name
+UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+STREAM_BATCH = 512
+API_KEY_PREFIX = "zkm_"
+_STATES: dict[str, "epoch_pb2.EpochState"] = {
+    "open": epoch_pb2.EPOCH_STATE_OPEN, "closing": epoch_pb2.EPOCH_STATE_CLOSING,
+    "closed": epoch_pb2.EPOCH_STATE_CLOSED}
+_REQUEST_FIELDS = ("idempotency_key", "user_id", "model", "input_tokens", "output_tokens",
+                   "cached_input_tokens", "reasoning_tokens", "messages", "completion")
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+def new_api_key() -> str:
+    """A fresh gateway API key (256 bits of randomness)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """The stored form of an API key: ``sha256:<hex>``. Keys are random, so a plain hash is
+    enough (no dictionary to attack)."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requires ``authorization: Bearer <key>`` with a known key on every zkmeter RPC; health
+    checks and reflection stay open."""
+
+    def __init__(self, key_hashes: Iterable[str]) -> None:
+        self._digests = [bytes.fromhex(h.removeprefix("sha256:")) for h in key_hashes]
+
+    def _allowed(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
+        values = [v for k, v in metadata or () if k == "authorization"]
+        if len(values) != 1 or not isinstance(values[0], str):
+            return False
+        scheme, _, key = values[0].partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            return False
+        digest = hashlib.sha256(key.strip().encode("utf-8")).digest()
+        found = False
+        for known in self._digests:  # compare with every key: time does not depend on which
+            found |= hmac.compare_digest(digest, known)
+        return found
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
+            return handler
+        if self._allowed(details.invocation_metadata):
+            return handler
+        return _denied(handler)
+
+
+def _denied(handler: Any) -> Any:
+    async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            "missing or unknown API key (authorization: Bearer <key>)")
+
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(deny, **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+def _field_of(message: str) -> str:
+    first = message.split(" ", 1)[0].strip(":,")
+    return first if first in _REQUEST_FIELDS else ""
+
+
+def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
+    """(status code, message, offending field) for a domain error; never UNKNOWN."""
+    message = str(exc)
+    if isinstance(exc, InvalidRequestError):
+        return grpc.StatusCode.INVALID_ARGUMENT, message, _field_of(message)
+    if isinstance(exc, IdempotencyConflictError):
+        return grpc.StatusCode.ALREADY_EXISTS, message, "idempotency_key"
+    if isinstance(exc, UnitsOverflowError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ""
+    if isinstance(exc, EpochStateError):
+        return grpc.StatusCode.FAILED_PRECONDITION, message, ""
+    if isinstance(exc, LedgerError):
+        return grpc.StatusCode.UNAVAILABLE, message, ""
+    if isinstance(exc, LookupError):
+        return grpc.StatusCode.NOT_FOUND, message, ""
+    if isinstance(exc, MeteringError):
+        return grpc.StatusCode.FAILED_PRECONDITION, message, ""
+    return grpc.StatusCode.INTERNAL, "internal error", ""
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """End the call with the mapped status and a google.rpc.Status carrying details
+    (BadRequest with the field for INVALID_ARGUMENT)."""
+    code, message, field = status_for(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("internal error in a gRPC call: %s", type(exc).__name__)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    if field:
+        detail = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=message)])
+        status.details.add().Pack(detail)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+# --- conversions ---------------------------------------------------------------------------
+
+def usage_from_proto(request: meter_pb2.RecordUsageRequest) -> UsageRequest:
+    """The domain request of a RecordUsageRequest; raises InvalidRequestError."""
+    kind = request.WhichOneof("usage")
+    if kind == "text":
+        messages = [Message(m.role, m.content, m.name or None) for m in request.text.messages]
+        if not messages:
+            raise InvalidRequestError("messages must hold at least one chat message")
+        return UsageRequest(
+            idempotency_key=request.idempotency_key, user_id=request.user_id,
+            model=request.model, messages=messages, completion=request.text.completion,
+            cached_input_tokens=request.hidden.cached_input_tokens,
+            reasoning_tokens=request.hidden.reasoning_tokens)
+    if kind == "counts":
+        return UsageRequest(
+            idempotency_key=request.idempotency_key, user_id=request.user_id,
+            model=request.model, input_tokens=request.counts.input_tokens,
+            output_tokens=request.counts.output_tokens,
+            cached_input_tokens=request.hidden.cached_input_tokens,
+            reasoning_tokens=request.hidden.reasoning_tokens)
+    raise InvalidRequestError("usage: give either `text` or `counts`")
+
+
+def receipt_to_proto(receipt: Receipt) -> meter_pb2.Receipt:
+    """The wire form of a receipt."""
+    return meter_pb2.Receipt(
+        encoded=receipt.signed_bytes(), signature=receipt.signature,
+        receipt_hash=receipt.hash(), epoch_id=receipt.epoch_id, sequence=receipt.seq,
+        units=receipt.units, running_total=receipt.total_units,
+        input_tokens=receipt.input_tokens, output_tokens=receipt.output_tokens,
+        cached_input_tokens=receipt.cached_input_tokens,
+        reasoning_tokens=receipt.reasoning_tokens, encoding=receipt.encoding)
+
+
+def _response(stored: Stored) -> meter_pb2.RecordUsageResponse:
+    return meter_pb2.RecordUsageResponse(receipt=receipt_to_proto(stored.receipt),
+                                         replayed=stored.replayed)
+
+
+def epoch_to_proto(info: EpochInfo, services: Services) -> epoch_pb2.Epoch:
+    """The wire form of an epoch, with its close progress."""
+    status = services.store.status(info.id)
+    out = epoch_pb2.Epoch(epoch_id=info.id,
+                          state=_STATES.get(info.state, epoch_pb2.EPOCH_STATE_UNSPECIFIED),
+                          window_start=info.window_start_ms, window_end=info.window_end_ms or 0)
+    if status is not None:
+        out.leaves_done = status.leaves_done
+        out.leaves_total = status.leaves_total
+        if status.merkle_root is not None:
+            out.merkle_root = status.merkle_root
+        out.total_units = status.total_units or 0
+    return out
+
+
+# --- services ------------------------------------------------------------------------------
+
+class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
+    """MeterService: ingest for gateways."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.meter = services.meter
+
+    async def RecordUsage(self, request: meter_pb2.RecordUsageRequest,
+                          context: grpc.aio.ServicerContext) -> meter_pb2.RecordUsageResponse:
+        start = time.perf_counter()
+        try:
+            stored = await asyncio.to_thread(self.meter.record, usage_from_proto(request))
+        except MeteringError as exc:
+            observe_ingest("RecordUsage", "refused", time.perf_counter() - start)
+            await abort_with(context, exc)
+            raise  # unreachable: abort raises
+        observe_ingest("RecordUsage", "replayed" if stored.replayed else "recorded",
+                       time.perf_counter() - start)
+        return _response(stored)
+
+    async def RecordUsageStream(
+        self, request_iterator: AsyncIterator[meter_pb2.RecordUsageRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[meter_pb2.RecordUsageResponse]:
+        """One response per request, in order; requests that arrive together are recorded in
+        one ledger transaction."""
+        queue: asyncio.Queue[meter_pb2.RecordUsageRequest | None] = asyncio.Queue(
+            maxsize=4 * STREAM_BATCH)
+
+        async def read() -> None:
+            async for item in request_iterator:
+                await queue.put(item)
+            await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            finished = False
+            while not finished:
+                first = await queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < STREAM_BATCH and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+                start = time.perf_counter()
+                outcomes = await asyncio.to_thread(self._record_batch, batch)
+                elapsed = time.perf_counter() - start
+                for outcome in outcomes:
+                    if isinstance(outcome, Exception):
+                        code, message, field = status_for(outcome)
+                        observe_ingest("RecordUsageStream", "refused", elapsed / len(batch))
+                        yield meter_pb2.RecordUsageResponse(error=meter_pb2.ItemError(
+                            code=code.value[0], message=message, field=field))
+                    else:
+                        observe_ingest("RecordUsageStream",
+                                       "replayed" if outcome.replayed else "recorded",
+                                       elapsed / len(batch))
+                        yield _response(outcome)
+            await reader
+        finally:
+            reader.cancel()
+
+    def _record_batch(self, batch: list[meter_pb2.RecordUsageRequest]
+                      ) -> list[Stored | Exception]:
+        converted: list[UsageRequest | Exception] = []
+        for item in batch:
+            try:
+                converted.append(usage_from_proto(item))
+            except MeteringError as exc:
+                converted.append(exc)
+        valid = [c for c in converted if isinstance(c, UsageRequest)]
+        try:
+            recorded = iter(self.meter.record_batch(valid))
+        except MeteringError as exc:  # the whole batch failed (database down)
+            return [exc for _ in batch]
+        return [c if isinstance(c, Exception) else next(recorded) for c in converted]
+
+    async def ListReceipts(self, request: meter_pb2.ListReceiptsRequest,
+                           context: grpc.aio.ServicerContext) -> meter_pb2.ListReceiptsResponse:
+        try:
+            epoch_id = request.epoch_id or await asyncio.to_thread(self._current_epoch_id)
+            receipts = await asyncio.to_thread(self.meter.ledger.receipts, epoch_id,
+                                               request.user_id)
+        except (MeteringError, LookupError) as exc:
+            await abort_with(context, exc)
+            raise
+        return meter_pb2.ListReceiptsResponse(receipts=[receipt_to_proto(r) for r in receipts])
+
+    def _current_epoch_id(self) -> int:
+        info = self.meter.ledger.current_epoch()
+        if info is None:
+            raise LookupError("there is no open epoch")
+        return info.id
+
+    async def RegisterUserKey(self, request: meter_pb2.RegisterUserKeyRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> meter_pb2.RegisterUserKeyResponse:
+        if not request.user_id or len(request.user_id.encode()) > 256:
+            await abort_with(context, InvalidRequestError("user_id must be 1..256 bytes"))
+        if len(request.x25519_public_key) != 32:
+            await abort_with(context, InvalidRequestError(
+                "x25519_public_key must be 32 bytes"))
+        await asyncio.to_thread(self.services.store.register_user_key, request.user_id,
+                                bytes(request.x25519_public_key))
+        return meter_pb2.RegisterUserKeyResponse()
+
+
+class EpochServicer(epoch_pb2_grpc.EpochServiceServicer):
+    """EpochService: close epochs, read them, fetch openings."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any],
+                    *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (MeteringError, LookupError) as exc:
+            await abort_with(context, exc)
+            raise
+
+    def _current(self) -> epoch_pb2.Epoch:
+        info = self.services.meter.ledger.current_epoch()
+        if info is None:
+            raise LookupError("there is no open epoch")
+        return epoch_to_proto(info, self.services)
+
+    async def GetCurrentEpoch(self, request: epoch_pb2.GetCurrentEpochRequest,
+                              context: grpc.aio.ServicerContext) -> epoch_pb2.Epoch:
+        result: epoch_pb2.Epoch = await self._call(context, self._current)
+        return result
+
+    def _close(self) -> epoch_pb2.Epoch:
+        closed = self.services.epochs.close()
+        return epoch_to_proto(self.services.meter.ledger.epoch(closed.bundle.epoch_id),
+                              self.services)
+
+    async def CloseEpoch(self, request: epoch_pb2.CloseEpochRequest,
+                         context: grpc.aio.ServicerContext) -> epoch_pb2.Epoch:
+        result: epoch_pb2.Epoch = await self._call(context, self._close)
+        return result
+
+    def _get(self, epoch_id: int) -> epoch_pb2.Epoch:
+        try:
+            info = self.services.meter.ledger.epoch(epoch_id)
+        except EpochStateError:
+            raise LookupError(f"no epoch {epoch_id}") from None
+        return epoch_to_proto(info, self.services)
+
+    async def GetEpoch(self, request: epoch_pb2.GetEpochRequest,
+                       context: grpc.aio.ServicerContext) -> epoch_pb2.Epoch:
+        result: epoch_pb2.Epoch = await self._call(context, self._get, request.epoch_id)
+        return result
+
+    def _bundle(self, epoch_id: int) -> epoch_pb2.GetBundleResponse:
+        data = self.services.store.bundle_json(epoch_id)
+        if data is None:
+            raise LookupError(f"epoch {epoch_id} has no published bundle")
+        return epoch_pb2.GetBundleResponse(bundle_json=data.decode())
+
+    async def GetBundle(self, request: epoch_pb2.GetBundleRequest,
+                        context: grpc.aio.ServicerContext) -> epoch_pb2.GetBundleResponse:
+        result: epoch_pb2.GetBundleResponse = await self._call(context, self._bundle,
+                                                               request.epoch_id)
+        return result
+
+    def _sealed(self, epoch_id: int, tag: bytes) -> epoch_pb2.GetSealedOpeningResponse:
+        if len(tag) != 32:
+            raise InvalidRequestError("tag must be 32 bytes")
+        data = self.services.store.sealed_opening(epoch_id, tag)
+        if data is None:
+            raise LookupError("no sealed opening for this epoch and tag")
+        return epoch_pb2.GetSealedOpeningResponse(sealed_opening=data)
+
+    async def GetSealedOpening(self, request: epoch_pb2.GetSealedOpeningRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> epoch_pb2.GetSealedOpeningResponse:
+        result: epoch_pb2.GetSealedOpeningResponse = await self._call(
+            context, self._sealed, request.epoch_id, bytes(request.tag))
+        return result
+
+    def _opening(self, epoch_id: int, user_id: str) -> epoch_pb2.GetOpeningResponse:
+        data = self.services.store.private_opening(epoch_id, user_id)
+        if data is None:
+            raise LookupError("no private opening: unknown user or epoch, or the user has a "
+                              "registered key (fetch the sealed opening instead)")
+        return epoch_pb2.GetOpeningResponse(opening=data)
+
+    async def GetOpening(self, request: epoch_pb2.GetOpeningRequest,
+                         context: grpc.aio.ServicerContext) -> epoch_pb2.GetOpeningResponse:
+        result: epoch_pb2.GetOpeningResponse = await self._call(
+            context, self._opening, request.epoch_id, request.user_id)
+        return result
+
+
+# --- the server ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for TLS; with ``client_ca`` clients must present a certificate (mTLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials from the files."""
+        root = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
+                                           root_certificates=root,
+                                           require_client_auth=root is not None)
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server, its bound port and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, then let in-flight calls finish for ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def create_server(
+    services: Services,
+    *,
+    bind: str,
+    api_key_hashes: Iterable[str],
+    max_message_bytes: int = 4 * 1024 * 1024,
+    tls: TlsFiles | None = None,
+) -> RunningServer:
+    """Build, bind and start the gRPC server (``bind`` may end in ``:0`` for a free port)."""
+    server = grpc.aio.server(
+        interceptors=[ApiKeyInterceptor(api_key_hashes)],
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                 ("grpc.so_reuseport", 0)],
+    )
+    meter_pb2_grpc.add_MeterServiceServicer_to_server(MeterServicer(services), server)
+    epoch_pb2_grpc.add_EpochServiceServicer_to_server(EpochServicer(services), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ("", METER_SERVICE, EPOCH_SERVICE):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (METER_SERVICE, EPOCH_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = (server.add_secure_port(bind, tls.credentials()) if tls
+            else server.add_insecure_port(bind))
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC server to {bind}")
+    await server.start()
+    return RunningServer(server, port, health)

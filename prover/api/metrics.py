@@ -1,10 +1,32 @@
-"""Prometheus metrics of the service, in one registry of their own (served at /metrics).
+"""Prometheus metrics of the services, in one dedicated registry (never the global default).
 
-The gRPC transport reports every ingest through :func:`observe_ingest`; the epoch gauges are
-computed from the database when the registry is scraped.
+* ``zkmeter_ingest_events_total{outcome}``: usage events by outcome (``recorded``,
+  ``replayed``, ``refused``), updated by the gRPC transport through :func:`observe_ingest`;
+* ``zkmeter_ingest_latency_seconds{rpc}``: time to record one event, per RPC;
+* ``zkmeter_epoch_state{state}``: epochs per state (``open``, ``closing``, ``closed``) and
+  ``zkmeter_epoch_close_progress{epoch}``: leaves done / leaves total of each closing epoch,
+  both read from the database at scrape time (:class:`EpochCollector`);
+* ``zkmeter_database_up``: 1 when that read succeeded, else 0 (the scrape itself still works).
+
+Labels are closed sets (outcomes, RPC names, states, epoch ids): no user id, model or text.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from prover.ledger.schema import EPOCH_CLOSED, EPOCH_CLOSING, EPOCH_OPEN
+
+log = logging.getLogger(__name__)
+
+INGEST_OUTCOMES: tuple[str, ...] = ("recorded", "replayed", "refused")
+EPOCH_STATES: tuple[str, ...] = (EPOCH_OPEN, EPOCH_CLOSING, EPOCH_CLOSED)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -12,12 +34,78 @@ INGEST_EVENTS = Counter(
     "zkmeter_ingest_events", "Usage events by outcome (recorded, replayed, refused).",
     ["outcome"], registry=REGISTRY)
 INGEST_LATENCY = Histogram(
-    "zkmeter_ingest_latency_seconds", "Time to record one usage event, by RPC.", ["rpc"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-    registry=REGISTRY)
+    "zkmeter_ingest_latency_seconds", "Time to record one usage event, per RPC.",
+    ["rpc"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+for _outcome in INGEST_OUTCOMES:  # export every outcome from the start, at 0
+    INGEST_EVENTS.labels(outcome=_outcome)
 
 
 def observe_ingest(rpc: str, outcome: str, seconds: float, count: int = 1) -> None:
-    """Count ``count`` events of one outcome and record the per-event latency."""
+    """Count ``count`` events of ``outcome`` and observe ``seconds`` (per event) for each."""
+    if outcome not in INGEST_OUTCOMES:
+        raise ValueError(f"unknown ingest outcome {outcome!r}")
+    if count < 1:
+        return
     INGEST_EVENTS.labels(outcome=outcome).inc(count)
-    INGEST_LATENCY.labels(rpc=rpc).observe(seconds)
+    histogram = INGEST_LATENCY.labels(rpc=rpc)
+    for _ in range(count):
+        histogram.observe(max(seconds, 0.0))
+
+
+# What the epoch collector reads at scrape time: (epochs per state, {closing epoch id:
+# (leaves done, leaves total)}).
+EpochSnapshot = tuple[Mapping[str, int], Mapping[int, tuple[int, int]]]
+
+
+class EpochCollector(Collector):
+    """Epoch state and close progress, read through ``snapshot`` at each scrape."""
+
+    def __init__(self, snapshot: Callable[[], EpochSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return []  # computed at scrape time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("zkmeter_database_up",
+                               "1 if the last scrape could read the database, else 0.")
+        try:
+            counts, progress = self._snapshot()
+        except Exception as exc:  # a scrape must answer even with the database down
+            log.warning("metrics: cannot read epochs: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        states = GaugeMetricFamily("zkmeter_epoch_state", "Epochs per state.",
+                                   labels=["state"])
+        for state in EPOCH_STATES:
+            states.add_metric([state], counts.get(state, 0))
+        yield states
+        close = GaugeMetricFamily("zkmeter_epoch_close_progress",
+                                  "Leaves done / leaves total of each closing epoch.",
+                                  labels=["epoch"])
+        for epoch_id, (done, total) in sorted(progress.items()):
+            close.add_metric([str(epoch_id)], done / total if total else 0.0)
+        yield close
+
+
+class _Shared(Collector):
+    """Re-exports the process-wide metrics of :data:`REGISTRY` into another registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def app_registry(snapshot: Callable[[], EpochSnapshot]) -> CollectorRegistry:
+    """A registry for one HTTP app: the shared ingest metrics plus its epoch collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Shared())
+    registry.register(EpochCollector(snapshot))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of ``registry``."""
+    return generate_latest(registry)

@@ -92,6 +92,36 @@ def epoch_status(epoch_id: Annotated[int, typer.Argument(help="Epoch id.")],
     print(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 
+@app.command("serve")
+def serve() -> None:
+    """Run the gRPC API (gateways, operators) and the HTTP read API until SIGTERM/SIGINT."""
+    import asyncio
+    import logging
+
+    from prover.api.serve import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    services = _services()
+    try:
+        asyncio.run(run(services))
+    except (ConfigError, OSError) as exc:
+        _err.print(f"[red]cannot serve:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        services.close()
+
+
+@keys_app.command("api-key")
+def new_api_key_cmd() -> None:
+    """Print a new gateway API key (give it to the gateway) and, on stderr, the hash to put
+    in ZKMETER_API_KEY_HASHES (the server stores only hashes)."""
+    from prover.api.grpc_server import hash_api_key, new_api_key
+
+    key = new_api_key()
+    print(key)
+    _err.print(f"ZKMETER_API_KEY_HASHES entry: {hash_api_key(key)}")
+
+
 @keys_app.command("signing-key")
 def new_signing_key() -> None:
     """Print a new provider Ed25519 seed (hex) for ZKMETER_SIGNING_KEY(_FILE), and its

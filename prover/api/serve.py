@@ -1,0 +1,101 @@
+"""``zkmeter serve``: the gRPC server and the HTTP read API in one process, one event loop.
+
+SIGTERM or SIGINT starts a graceful drain: health turns NOT_SERVING, new calls are refused,
+in-flight calls get ``shutdown_grace_seconds`` to finish, then the HTTP server stops.
+"""
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import uvicorn
+
+from prover.api.grpc_server import TlsFiles, create_server
+from prover.api.http import create_http_app
+from prover.app import Services
+from prover.config import Settings
+from prover.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the servers listen once started."""
+
+    grpc_port: int
+    http_host: str
+    http_port: int
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 hosts in brackets) to (host, port)."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"bind address {bind!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def tls_files(settings: Settings) -> TlsFiles | None:
+    """TLS configuration from the settings (cert and key together, CA optional)."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise ConfigError("ZKMETER_TLS_CLIENT_CA_FILE needs a server certificate and key")
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ConfigError("set both ZKMETER_TLS_CERT_FILE and ZKMETER_TLS_KEY_FILE")
+    return TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+
+
+def ingest_writers(settings: Settings) -> int:
+    """Concurrent ingest transactions: SQLite has one writer, PostgreSQL takes several."""
+    url = settings.database_url.get_secret_value()
+    return 1 if url.startswith("sqlite") else 4
+
+
+async def serve(services: Services, *, stop: asyncio.Event | None = None,
+                started: "asyncio.Future[Endpoints] | None" = None) -> None:
+    """Run both servers until ``stop`` is set (or a signal arrives), then drain."""
+    settings = services.settings
+    if not settings.api_key_hashes:
+        log.warning("zkmeter: no API keys configured (ZKMETER_API_KEY_HASHES); every gRPC "
+                    "call except health and reflection will be refused")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            break
+    running = await create_server(services, bind=settings.grpc_bind,
+                                  api_key_hashes=settings.api_key_hashes,
+                                  max_message_bytes=settings.max_message_bytes,
+                                  tls=tls_files(settings),
+                                  writers=ingest_writers(settings))
+    host, port = split_bind(settings.http_bind)
+    config = uvicorn.Config(create_http_app(services), host=host, port=port,
+                            log_level="warning", lifespan="off", access_log=False)
+    http = uvicorn.Server(config)
+    http_task = asyncio.create_task(http.serve())
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    if http_task.done():
+        await running.stop(0)
+        http_task.result()
+        raise OSError(f"the HTTP server could not start on {settings.http_bind}")
+    bound_port = http.servers[0].sockets[0].getsockname()[1] if http.servers else port
+    endpoints = Endpoints(running.port, host, bound_port)
+    log.info("zkmeter serving gRPC on port %d and HTTP on %s:%d", endpoints.grpc_port, host,
+             bound_port)
+    if started is not None:
+        started.set_result(endpoints)
+    # uvicorn handles SIGINT/SIGTERM itself while it serves (then re-raises them): either
+    # the stop event or the HTTP server ending starts the drain.
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    log.info("zkmeter: draining (grace %.1f s)", settings.shutdown_grace_seconds)
+    await running.stop(settings.shutdown_grace_seconds)
+    http.should_exit = True
+    await http_task

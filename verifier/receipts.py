@@ -24,7 +24,7 @@ are reported numbers on their own fields, never part of ``input`` or ``output``.
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
@@ -423,7 +423,19 @@ def sign_receipt(receipt: Receipt, signing_key: SigningKey) -> Receipt:
     if bytes(signing_key.verify_key) != receipt.provider_id:
         raise ReceiptError("the signing key is not the receipt's provider id")
     signature = signing_key.sign(receipt.signed_bytes()).signature
-    return replace(receipt, signature=signature)
+    return with_signature(receipt, signature)
+
+
+def with_signature(receipt: Receipt, signature: bytes) -> Receipt:
+    """A copy of an already validated receipt with a 64-byte signature, without validating
+    the fields again (the ingest hot path); the signature itself is not checked here."""
+    if len(signature) != SIGNATURE_BYTES:
+        raise ReceiptFormatError("signature must be 64 bytes")
+    signed = object.__new__(Receipt)
+    for name in RECEIPT_FIELDS:
+        object.__setattr__(signed, name, getattr(receipt, name))
+    object.__setattr__(signed, "signature", signature)
+    return signed
 
 
 def verify_signature(receipt: Receipt, *, provider_id: bytes | None = None) -> None:

@@ -85,7 +85,7 @@ events = Table(
     Column("receipt", LargeBinary, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     # The idempotency key is unique per provider (only its keccak digest is stored).
-    UniqueConstraint("provider_id", "key_digest"),
+    UniqueConstraint("key_digest", "provider_id"),  # key first: lookups narrow on it (v0003)
     UniqueConstraint("epoch_id", "user_id", "seq"),
 )
 

@@ -43,6 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from circuits.hashing import keccak256
 from prover.errors import (
     ConfigError,
     EpochStateError,
@@ -198,7 +199,8 @@ class Ledger:
         self.provider_id = provider_id
         self._clock_ms = clock_ms
         dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._postgres = dialect == "postgresql"
+        self._insert = postgresql.insert if self._postgres else sqlite.insert
 
     @classmethod
     def from_url(cls, url: str, *, provider_id: bytes, run_migrations: bool = True,
@@ -351,11 +353,13 @@ class Ledger:
             raise EpochStateError(f"the open epoch {epoch.id} uses another rate card or bit "
                                   "size; close it to switch")
         users = sorted({item.user_id for item in items})
-        conn.execute(
-            self._insert(user_states).on_conflict_do_nothing(
-                index_elements=["epoch_id", "user_id"]),
-            [{"epoch_id": epoch.id, "user_id": u, "seq": 0, "total_units": 0,
-              "last_hash": ZERO32} for u in users])
+        if self._postgres:
+            conn.exec_driver_sql(_PG_ENSURE_STATES, {"epoch": epoch.id, "zero": ZERO32,
+                                                     "users": users})
+        else:
+            _executemany(conn, _SQLITE_ENSURE_STATE,
+                         [{"epoch_id": epoch.id, "user_id": u, "seq": 0, "total_units": 0,
+                           "last_hash": ZERO32} for u in users])
         state: dict[str, list[Any]] = {
             row.user_id: [row.seq, row.total_units, bytes(row.last_hash)]
             for row in conn.execute(
@@ -365,12 +369,17 @@ class Ledger:
                 .order_by(user_states.c.user_id).with_for_update())
         }
         keys = list({item.key_digest for item in items})
-        seen: dict[bytes, tuple[bytes, Receipt]] = {
-            bytes(row.key_digest): (bytes(row.fingerprint), decode_receipt(bytes(row.receipt)))
-            for row in conn.execute(
+        if self._postgres:  # one array parameter: a plan that does not depend on the batch
+            found = conn.exec_driver_sql(_PG_FIND_KEYS, {"provider": self.provider_id,
+                                                         "keys": keys}).all()
+        else:
+            found = conn.execute(
                 select(events.c.key_digest, events.c.fingerprint, events.c.receipt)
                 .where(events.c.provider_id == self.provider_id,
-                       events.c.key_digest.in_(keys)))
+                       events.c.key_digest.in_(keys))).all()
+        seen: dict[bytes, tuple[bytes, Receipt]] = {
+            bytes(key): (bytes(fingerprint), decode_receipt(bytes(receipt)))
+            for key, fingerprint, receipt in found
         }
         now = max(self._clock_ms(), epoch.window_start_ms)
         outcomes: list[Outcome] = []
@@ -395,7 +404,8 @@ class Ledger:
                 continue
             if receipt.total_units > LEDGER_MAX_UNITS:
                 raise LedgerError("running total beyond the ledger's 63-bit columns")
-            digest = receipt.hash()
+            wire = receipt.to_bytes()
+            digest = keccak256(wire)
             state[item.user_id] = [receipt.seq, receipt.total_units, digest]
             touched.add(item.user_id)
             seen[item.key_digest] = (item.fingerprint, receipt)
@@ -408,19 +418,24 @@ class Ledger:
                 "cached_input_tokens": receipt.cached_input_tokens,
                 "reasoning_tokens": receipt.reasoning_tokens, "units": receipt.units,
                 "total_units": receipt.total_units, "receipt_hash": digest,
-                "receipt": receipt.to_bytes(), "created_ms": receipt.timestamp_ms,
+                "receipt": wire, "created_ms": receipt.timestamp_ms,
             })
             outcomes.append(Stored(receipt, replayed=False))
         if new_rows:
-            conn.execute(insert(events), new_rows)
-            conn.execute(
-                update(user_states)
-                .where(user_states.c.epoch_id == bindparam("b_epoch"),
-                       user_states.c.user_id == bindparam("b_user"))
-                .values(seq=bindparam("b_seq"), total_units=bindparam("b_total"),
-                        last_hash=bindparam("b_hash")),
-                [{"b_epoch": epoch.id, "b_user": u, "b_seq": state[u][0],
-                  "b_total": state[u][1], "b_hash": state[u][2]} for u in sorted(touched)])
+            changed = sorted(touched)
+            if self._postgres:  # one statement each, over arrays (no per-row round trips)
+                conn.exec_driver_sql(_PG_INSERT_EVENTS, {
+                    name: [row[name] for row in new_rows] for name in _EVENT_COLUMNS})
+                conn.exec_driver_sql(_PG_UPDATE_STATES, {
+                    "epoch": epoch.id, "users": changed,
+                    "seqs": [state[u][0] for u in changed],
+                    "totals": [state[u][1] for u in changed],
+                    "hashes": [state[u][2] for u in changed]})
+            else:
+                _executemany(conn, _INSERT_EVENT, new_rows)
+                _executemany(conn, _UPDATE_STATE, [
+                    {"b_epoch": epoch.id, "b_user": u, "b_seq": state[u][0],
+                     "b_total": state[u][1], "b_hash": state[u][2]} for u in changed])
         return outcomes
 
     # --- transactions --------------------------------------------------------------------
@@ -437,6 +452,56 @@ class Ledger:
                                       f"{_first_line(exc)}") from None
                 time.sleep(0.002 * (attempt + 1))
         raise LedgerError("unreachable")  # pragma: no cover
+
+
+_EVENT_COLUMNS = tuple(c.name for c in events.columns if c.name != "id")
+_PG_TYPES = {"provider_id": "bytea", "key_digest": "bytea", "fingerprint": "bytea",
+             "receipt_hash": "bytea", "receipt": "bytea", "user_id": "text", "model": "text",
+             "encoding": "text"}
+# Built from the table's own column names (constants), never from input.
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
+    + ", ".join(f"%({c})s::{_PG_TYPES.get(c, 'bigint')}[]" for c in _EVENT_COLUMNS) + ")")
+_PG_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
+                 "WHERE provider_id = %(provider)s::bytea AND key_digest = ANY(%(keys)s::bytea[])")
+_PG_ENSURE_STATES = (
+    "INSERT INTO user_states (epoch_id, user_id, seq, total_units, last_hash) "
+    "SELECT %(epoch)s::bigint, u, 0, 0, %(zero)s::bytea FROM unnest(%(users)s::text[]) AS u "
+    "ORDER BY u ON CONFLICT (epoch_id, user_id) DO NOTHING")
+_PG_UPDATE_STATES = (
+    "UPDATE user_states AS s SET seq = v.seq, total_units = v.total, last_hash = v.hash "
+    "FROM unnest(%(users)s::text[], %(seqs)s::bigint[], %(totals)s::bigint[], "
+    "%(hashes)s::bytea[]) AS v(user_id, seq, total, hash) "
+    "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
+_SQLITE_ENSURE_STATE = sqlite.insert(user_states).values(
+    {c.name: bindparam(c.name) for c in user_states.columns}
+).on_conflict_do_nothing(index_elements=["epoch_id", "user_id"])
+_INSERT_EVENT = insert(events).values({c.name: bindparam(c.name)
+                                       for c in events.columns if c.name != "id"})
+_UPDATE_STATE = (update(user_states)
+                 .where(user_states.c.epoch_id == bindparam("b_epoch"),
+                        user_states.c.user_id == bindparam("b_user"))
+                 .values(seq=bindparam("b_seq"), total_units=bindparam("b_total"),
+                         last_hash=bindparam("b_hash")))
+_COMPILED: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _executemany(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """executemany straight on the driver with the statement compiled once per dialect.
+
+    The hot path of ingest: SQLAlchemy's per-row parameter processing cost more than the
+    database itself. Values are plain ints, str and bytes, which both drivers take as is."""
+    key = (id(statement), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        c = statement.compile(dialect=conn.dialect)
+        order = tuple(c.positiontup) if c.positional and c.positiontup else None
+        compiled = _COMPILED[key] = (c.string, order)
+    sql, order = compiled
+    if order is None:
+        conn.exec_driver_sql(sql, rows)
+    else:
+        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
 
 
 def _first_line(exc: DBAPIError) -> str:

@@ -467,3 +467,26 @@ def test_no_text_in_any_row_log_or_error(make_meter, caplog, db_url):
         path = Path(db_url.removeprefix("sqlite:///"))
         for f in path.parent.glob(path.name + "*"):
             assert secret_bytes not in f.read_bytes()
+
+
+def test_migrations_downgrade_and_upgrade_again(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from prover.ledger.store import MIGRATIONS_DIR, migrate
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.sqlite'}")
+    migrate(engine)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    migrate(engine)
+    migrate(engine)  # idempotent
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        uniques = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints("events")}
+    engine.dispose()
+    assert ("key_digest", "provider_id") in uniques

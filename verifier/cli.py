@@ -151,6 +151,71 @@ def audit_cmd(
            anonymity_set=size, warnings=warnings)
 
 
+def _read(path: str, what: str, as_json: bool) -> bytes:
+    try:
+        return read_source(path)
+    except InputError as exc:
+        bad_input(f"{what}: {exc}", as_json)
+
+
+@app.command("receipt")
+def receipt_cmd(
+    source: Annotated[str, typer.Argument(help="Receipt JSON file or http(s) URL.")],
+    provider_key: Annotated[str, typer.Option(help="Provider Ed25519 public key (hex).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify one receipt: strict format and the provider's signature."""
+    from verifier.receipts import ReceiptError, receipt_from_json, verify_signature
+
+    key = parse_hex(provider_key, "provider key", 32, as_json)
+    try:
+        receipt = receipt_from_json(_read(source, "receipt", as_json))
+    except ReceiptError as exc:
+        bad_input(f"receipt: {exc}", as_json)
+    checks = [Check("format", True, f"receipt v{receipt.version}, epoch {receipt.epoch_id}, "
+                                    f"seq {receipt.seq}")]
+    try:
+        verify_signature(receipt, provider_id=key)
+    except ReceiptError:
+        checks.append(Check("signature", False, "not signed by this provider key"))
+    else:
+        checks.append(Check("signature", True, "Ed25519 signature by the provider verifies"))
+    report("receipt", checks, as_json, epoch_id=receipt.epoch_id, seq=receipt.seq,
+           units=receipt.units, total_units=receipt.total_units)
+
+
+@app.command("me")
+def me_cmd(
+    opening: Annotated[str, typer.Option(help="My sealed opening (raw or hex), or my "
+                                              "plaintext opening if I have no key.")],
+    receipts: Annotated[str, typer.Option(help="JSON list of my receipts of the epoch.")],
+    bundle: Annotated[str, typer.Option(help="The epoch's bundle (file or URL).")],
+    secret_key: Annotated[
+        str | None, typer.Option(help="My X25519 secret key file (raw or hex).")
+    ] = None,
+    texts: Annotated[
+        str | None, typer.Option(help="JSON list of {seq, messages, completion} I kept.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check my charge: my opening against the bundle, my receipts' chain, that the
+    committed value equals my last running total, and my texts' digests and recount."""
+    from verifier import me
+
+    _, parsed = load_bundle(bundle, as_json)
+    try:
+        key = me.parse_secret_key(_read(secret_key, "secret key", as_json)) if secret_key \
+            else None
+        chain = me.parse_receipts(_read(receipts, "receipts", as_json))
+        kept = me.parse_texts(_read(texts, "texts", as_json)) if texts else None
+    except me.UserInputError as exc:
+        bad_input(str(exc), as_json)
+    blob = me.parse_blob(_read(opening, "opening", as_json))
+    checks, facts = me.check_me(parsed, opening_bytes=blob, secret_key=key, receipts=chain,
+                                texts=kept)
+    report(f"my charge in epoch {parsed.epoch_id}", checks, as_json, **facts)
+
+
 def main() -> None:
     """Console entry point."""
     app()

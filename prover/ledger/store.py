@@ -8,7 +8,9 @@ migrations in prover/migrations/) and the same behaviour:
   batch's per-user state rows (``SELECT ... FOR UPDATE`` in user order, so two batches never
   deadlock), look the idempotency keys up *after* those locks, then seal (number, chain, sign)
   and insert every new event and update the state rows. On SQLite every transaction starts
-  with ``BEGIN IMMEDIATE``: one writer at a time, across processes (busy timeout 30 s).
+  with ``BEGIN IMMEDIATE``: one writer at a time, across processes (busy timeout 30 s), so
+  there the state rows of new users are simply inserted at the end. Statements are bulk: one
+  per batch over arrays on PostgreSQL, one driver ``executemany`` on SQLite.
 * **Idempotency.** A key seen before (in the table or earlier in the batch) with the same
   payload fingerprint returns the stored receipt and counts nothing; with another fingerprint
   it is an IdempotencyConflictError and nothing is stored for it. Two workers racing on one
@@ -39,7 +41,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -200,7 +201,6 @@ class Ledger:
         self._clock_ms = clock_ms
         dialect = engine.dialect.name
         self._postgres = dialect == "postgresql"
-        self._insert = postgresql.insert if self._postgres else sqlite.insert
 
     @classmethod
     def from_url(cls, url: str, *, provider_id: bytes, run_migrations: bool = True,
@@ -353,13 +353,9 @@ class Ledger:
             raise EpochStateError(f"the open epoch {epoch.id} uses another rate card or bit "
                                   "size; close it to switch")
         users = sorted({item.user_id for item in items})
-        if self._postgres:
+        if self._postgres:  # create missing rows first, so that every row can be locked
             conn.exec_driver_sql(_PG_ENSURE_STATES, {"epoch": epoch.id, "zero": ZERO32,
                                                      "users": users})
-        else:
-            _executemany(conn, _SQLITE_ENSURE_STATE,
-                         [{"epoch_id": epoch.id, "user_id": u, "seq": 0, "total_units": 0,
-                           "last_hash": ZERO32} for u in users])
         state: dict[str, list[Any]] = {
             row.user_id: [row.seq, row.total_units, bytes(row.last_hash)]
             for row in conn.execute(
@@ -368,6 +364,11 @@ class Ledger:
                 .where(user_states.c.epoch_id == epoch.id, user_states.c.user_id.in_(users))
                 .order_by(user_states.c.user_id).with_for_update())
         }
+        # SQLite: BEGIN IMMEDIATE already excludes every other writer; rows of new users are
+        # inserted at the end, and only if they got an event.
+        new_users = {u for u in users if u not in state}
+        for u in new_users:
+            state[u] = [0, 0, ZERO32]
         keys = list({item.key_digest for item in items})
         if self._postgres:  # one array parameter: a plan that does not depend on the batch
             found = conn.exec_driver_sql(_PG_FIND_KEYS, {"provider": self.provider_id,
@@ -433,9 +434,14 @@ class Ledger:
                     "hashes": [state[u][2] for u in changed]})
             else:
                 _executemany(conn, _INSERT_EVENT, new_rows)
+                _executemany(conn, _INSERT_STATE, [
+                    {"epoch_id": epoch.id, "user_id": u, "seq": state[u][0],
+                     "total_units": state[u][1], "last_hash": state[u][2]}
+                    for u in changed if u in new_users])
                 _executemany(conn, _UPDATE_STATE, [
                     {"b_epoch": epoch.id, "b_user": u, "b_seq": state[u][0],
-                     "b_total": state[u][1], "b_hash": state[u][2]} for u in changed])
+                     "b_total": state[u][1], "b_hash": state[u][2]}
+                    for u in changed if u not in new_users])
         return outcomes
 
     # --- transactions --------------------------------------------------------------------
@@ -473,9 +479,8 @@ _PG_UPDATE_STATES = (
     "FROM unnest(%(users)s::text[], %(seqs)s::bigint[], %(totals)s::bigint[], "
     "%(hashes)s::bytea[]) AS v(user_id, seq, total, hash) "
     "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
-_SQLITE_ENSURE_STATE = sqlite.insert(user_states).values(
-    {c.name: bindparam(c.name) for c in user_states.columns}
-).on_conflict_do_nothing(index_elements=["epoch_id", "user_id"])
+_INSERT_STATE = insert(user_states).values({c.name: bindparam(c.name)
+                                            for c in user_states.columns})
 _INSERT_EVENT = insert(events).values({c.name: bindparam(c.name)
                                        for c in events.columns if c.name != "id"})
 _UPDATE_STATE = (update(user_states)
@@ -497,6 +502,8 @@ def _executemany(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -
         c = statement.compile(dialect=conn.dialect)
         order = tuple(c.positiontup) if c.positional and c.positiontup else None
         compiled = _COMPILED[key] = (c.string, order)
+    if not rows:
+        return
     sql, order = compiled
     if order is None:
         conn.exec_driver_sql(sql, rows)

@@ -1,0 +1,228 @@
+"""Ingest throughput through the metering core (no network), next to raw tiktoken.
+
+    python -m bench.ingest --json [--events 20000] [--batch 500] [--postgres URL | --no-postgres]
+
+For each backend (a SQLite file in a temporary directory; a fresh PostgreSQL database that is
+created and dropped), events/s of:
+
+* counts-only: reported counts, in batches (one transaction each) and one event per
+  transaction;
+* text: chat messages and a completion of about 500 o200k tokens in all, counted, digested,
+  priced, signed and stored, in batches and one per transaction;
+* both batched again with ``--workers`` processes (default 2) sharing the database;
+
+and raw tiktoken throughput: ``encode_ordinary`` on the same strings, one thread, which is
+the ceiling for the text path. Every figure is durable: each transaction is committed with
+SQLite ``synchronous=FULL`` (WAL) / PostgreSQL ``synchronous_commit`` as the server has it
+(reported). Prints one JSON object.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import random
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from nacl.signing import SigningKey
+
+from prover.ledger import Ledger
+from prover.metering import Meter, UsageRequest
+from prover.ratecard import load_rate_card
+from verifier.tokens import Message, get_encoding
+
+SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+MODEL = "gpt-4o"
+_CORPUS = ("the provider meters every request and signs a receipt for its user while the "
+         "ledger keeps a running total per epoch so that nobody can shift charges between "
+         "users; zero-knowledge range proofs, Pedersen commitments, Merkle trees, BN254, "
+         "keccak256, Ed25519 and SQLite or PostgreSQL all play a part. Numbers like 42, "
+         "3.14159 and 2026-11-28 appear too, with punctuation: (a), [b], {c}; émigré café "
+         "naïve façade — 数据 トークン 토큰.")
+WORDS = tuple(_CORPUS.split())
+
+
+def make_texts(count: int, rng: random.Random) -> list[tuple[list[Message], str]]:
+    """Distinct chat requests of about 500 o200k tokens each (prompt + completion)."""
+    out = []
+    for i in range(count):
+        user = f"request {i}: " + " ".join(rng.choice(WORDS) for _ in range(235))
+        completion = " ".join(rng.choice(WORDS) for _ in range(60))
+        out.append(([Message("system", "You are a careful assistant."),
+                     Message("user", user)], completion))
+    return out
+
+
+def raw_tiktoken(texts: Sequence[tuple[list[Message], str]]) -> dict[str, float]:
+    """encode_ordinary on every string of every request, one thread."""
+    enc = get_encoding("o200k_base")
+    strings = [s for messages, completion in texts
+               for s in (*(m.content for m in messages), completion)]
+    tokens = 0
+    start = time.perf_counter()
+    for s in strings:
+        tokens += len(enc.encode_ordinary(s))
+    elapsed = time.perf_counter() - start
+    return {"events_per_s": len(texts) / elapsed, "tokens_per_s": tokens / elapsed,
+            "tokens_per_event": tokens / len(texts)}
+
+
+def _meter(url: str, *, migrate: bool) -> Meter:
+    key = SigningKey(SEED)
+    ledger = Ledger.from_url(url, provider_id=bytes(key.verify_key), run_migrations=migrate)
+    return Meter(ledger=ledger, signing_key=key, rate_card=load_rate_card())
+
+
+def _run(meter: Meter, requests: Sequence[UsageRequest], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(requests), batch):
+        for outcome in meter.record_batch(requests[i : i + batch]):
+            if isinstance(outcome, Exception):
+                raise outcome
+    return len(requests) / (time.perf_counter() - start)
+
+
+def _counts(prefix: str, n: int, users: int) -> list[UsageRequest]:
+    return [UsageRequest(f"{prefix}-{i}", f"user-{i % users}", MODEL, input_tokens=400 + i % 97,
+                         output_tokens=100 + i % 31, reasoning_tokens=i % 5) for i in range(n)]
+
+
+def _texted(prefix: str, texts: Sequence[tuple[list[Message], str]],
+            users: int) -> list[UsageRequest]:
+    return [UsageRequest(f"{prefix}-{i}", f"user-{i % users}", MODEL, messages=messages,
+                         completion=completion) for i, (messages, completion) in enumerate(texts)]
+
+
+def _worker(url: str, prefix: str, n: int, users: int, batch: int, barrier: Any,
+            text: bool) -> float:
+    meter = _meter(url, migrate=False)
+    if text:
+        requests = _texted(prefix, make_texts(n, random.Random(prefix)), users)
+    else:
+        requests = _counts(prefix, n, users)
+    barrier.wait(60)
+    start = time.perf_counter()
+    _run(meter, requests, batch)
+    elapsed = time.perf_counter() - start
+    meter.ledger.dispose()
+    return elapsed
+
+
+def _processes(url: str, *, workers: int, n: int, users: int, batch: int, text: bool) -> float:
+    """Aggregate events/s of ``workers`` processes ingesting into one database at once."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(workers)
+        with ctx.Pool(workers) as pool:
+            jobs = [pool.apply_async(_worker, (url, f"{'t' if text else 'c'}mp{w}",
+                                               n // workers, users, batch, barrier, text))
+                    for w in range(workers)]
+            slowest = max(job.get(timeout=600) for job in jobs)
+    return (n // workers) * workers / slowest
+
+
+def bench_backend(url: str, *, events: int, batch: int, users: int, workers: int,
+                  texts: Sequence[tuple[list[Message], str]]) -> dict[str, Any]:
+    meter = _meter(url, migrate=True)
+    _run(meter, _counts("warm", batch, users), batch)  # open the epoch, warm caches
+    single_n = max(200, events // 20)
+    text_single_n = max(100, len(texts) // 10)
+    result = {
+        "counts_only_batched_events_per_s": _run(meter, _counts("cb", events, users), batch),
+        "counts_only_single_events_per_s": _run(meter, _counts("cs", single_n, users), 1),
+        "text_batched_events_per_s": _run(meter, _texted("tb", texts, users), batch),
+        "text_single_events_per_s": _run(meter, _texted("ts", texts[:text_single_n], users), 1),
+    }
+    meter.ledger.dispose()
+    if workers > 1:
+        result[f"counts_only_batched_{workers}_processes_events_per_s"] = _processes(
+            url, workers=workers, n=events, users=users, batch=batch, text=False)
+        result[f"text_batched_{workers}_processes_events_per_s"] = _processes(
+            url, workers=workers, n=len(texts), users=users, batch=batch, text=True)
+    return result
+
+
+def _pg_admin(url: str) -> psycopg.Connection | None:
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        return psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--events", type=int, default=20_000, help="counts-only events")
+    parser.add_argument("--text-events", type=int, default=3_000, help="text events")
+    parser.add_argument("--batch", type=int, default=500, help="events per transaction")
+    parser.add_argument("--users", type=int, default=1_000, help="distinct users")
+    parser.add_argument("--workers", type=int, default=2, help="processes, last run")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/"
+                        "postgres", help="admin URL; a fresh database is made next to it")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args(argv)
+
+    texts = make_texts(args.text_events, random.Random(7))
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "sqlite": sqlite3.sqlite_version, "load_avg_at_start": os.getloadavg()[0]},
+        "settings": {"events": args.events, "text_events": args.text_events,
+                     "batch": args.batch, "users": args.users, "model": MODEL},
+        "raw_tiktoken": raw_tiktoken(texts),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
+        report["sqlite"] = {"durability": "WAL, synchronous=FULL",
+                            **bench_backend(url, events=args.events, batch=args.batch,
+                                            users=args.users, workers=args.workers,
+                                            texts=texts)}
+    conn = None if args.no_postgres else _pg_admin(args.postgres)
+    if conn is None:
+        report["postgresql"] = {"skipped": "no PostgreSQL server reachable"}
+    else:
+        name = f"zkmeter_bench_{secrets.token_hex(4)}"
+        conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            sync = conn.execute("SHOW synchronous_commit").fetchone()
+            base = args.postgres.rsplit("/", 1)[0]
+            report["postgresql"] = {
+                "durability": f"synchronous_commit={sync[0] if sync else '?'}",
+                "server": conn.info.server_version,
+                **bench_backend(f"{base}/{name}", events=args.events, batch=args.batch,
+                                users=args.users, workers=args.workers, texts=texts)}
+        finally:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.close()
+    raw = report["raw_tiktoken"]["events_per_s"]
+    goals: dict[str, Any] = {}
+    for backend in ("sqlite", "postgresql"):
+        figures = report[backend]
+        if "skipped" in figures:
+            continue
+        goals[backend] = {
+            "counts_only_ge_20000_per_s": figures["counts_only_batched_events_per_s"] >= 20_000,
+            "text_vs_raw_tiktoken": figures["text_batched_events_per_s"] / raw,
+            "text_ge_80_percent_of_raw": figures["text_batched_events_per_s"] >= 0.8 * raw,
+        }
+        multi = figures.get(f"text_batched_{args.workers}_processes_events_per_s")
+        if multi is not None:
+            goals[backend][f"text_{args.workers}_processes_vs_raw_tiktoken_1_thread"] = multi / raw
+    report["goals"] = goals
+    report["machine"]["load_avg_at_end"] = os.getloadavg()[0]
+    text = json.dumps(report, indent=None if args.json else 1, sort_keys=False)
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -26,9 +26,10 @@ from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 from nacl.signing import SigningKey
 
 from circuits.hashing import keccak256
-from prover.config import Settings
-from prover.errors import InvalidRequestError, MeteringError, UnitsOverflowError
+from prover.config import BIT_SIZES, Settings
+from prover.errors import ConfigError, InvalidRequestError, MeteringError, UnitsOverflowError
 from prover.ledger import ChainPosition, Ledger, PendingEvent, Stored
+from prover.ledger.store import MAX_BATCH
 from prover.ratecard import RateCard, load_rate_card
 from verifier.receipts import (
     COMPLETION_LABEL,
@@ -113,7 +114,11 @@ class Meter:
                  epoch_seconds: int = 86_400,
                  salt_source: Callable[[int], bytes] = secrets.token_bytes) -> None:
         if bytes(signing_key.verify_key) != ledger.provider_id:
-            raise MeteringError("the ledger's provider id is not the signing key's")
+            raise ConfigError("the ledger's provider id is not the signing key's")
+        if bit_size not in BIT_SIZES:
+            raise ConfigError(f"bit_size must be one of {BIT_SIZES}")
+        if type(epoch_seconds) is not int or epoch_seconds < 1:
+            raise ConfigError("epoch_seconds must be a positive integer")
         self.ledger = ledger
         self.provider_id = ledger.provider_id
         self.rate_card = rate_card
@@ -149,7 +154,11 @@ class Meter:
         return outcome
 
     def record_batch(self, requests: Sequence[UsageRequest]) -> list[Stored | MeteringError]:
-        """Record many events in one transaction; one outcome per request, in order."""
+        """Record many events, one transaction per ``MAX_BATCH`` of them; one outcome per
+        request, in order (an item's error never affects the others)."""
+        if len(requests) > MAX_BATCH:
+            return [outcome for i in range(0, len(requests), MAX_BATCH)
+                    for outcome in self.record_batch(requests[i : i + MAX_BATCH])]
         outcomes: list[Stored | MeteringError | None] = [None] * len(requests)
         pending: list[PendingEvent] = []
         where: list[int] = []

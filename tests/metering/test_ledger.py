@@ -22,7 +22,7 @@ from prover.errors import (
 )
 from prover.ledger import make_engine
 from prover.ledger.schema import TABLES, events, metadata, user_states
-from prover.metering import UsageRequest
+from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
 from tests.metering import _workers
 from tests.metering.conftest import PROVIDER_SEED, RATE_CARD_TOML
@@ -490,3 +490,36 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path):
         uniques = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints("events")}
     engine.dispose()
     assert ("key_digest", "provider_id") in uniques
+
+
+def test_batches_beyond_the_transaction_limit_are_split(make_meter, monkeypatch):
+    import prover.metering
+    monkeypatch.setattr(prover.metering, "MAX_BATCH", 7)
+    meter = make_meter()
+    requests = [reported(f"s{i}", f"user-{i % 3}") for i in range(30)]
+    requests.append(reported("s3", "user-0", inp=99))  # conflicts with an earlier chunk
+    out = meter.record_batch(requests)
+    assert len(out) == 31 and isinstance(out[-1], IdempotencyConflictError)
+    assert all(not o.replayed for o in out[:30])
+    assert count_rows(meter, events) == 30
+
+
+@pytest.mark.parametrize("kwargs", [{"bit_size": 31}, {"bit_size": 0}, {"epoch_seconds": 0}])
+def test_meter_refuses_bad_parameters(make_meter, kwargs):
+    from prover.errors import ConfigError
+    with pytest.raises(ConfigError):
+        make_meter(**kwargs)
+
+
+def test_meter_refuses_a_ledger_of_another_provider(db_url, signing_key, rate_card):
+    from nacl.signing import SigningKey
+
+    from prover.errors import ConfigError
+    from prover.ledger import Ledger
+    ledger = Ledger.from_url(db_url, provider_id=bytes(signing_key.verify_key),
+                             run_migrations=False)
+    try:
+        with pytest.raises(ConfigError):
+            Meter(ledger=ledger, signing_key=SigningKey(bytes(range(32))), rate_card=rate_card)
+    finally:
+        ledger.dispose()

@@ -98,7 +98,7 @@ def _truncate(url):
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """A fresh, migrated ledger database on each backend."""
     if request.param == "sqlite":

@@ -3,6 +3,7 @@
 import hashlib
 import inspect
 import socket
+from pathlib import Path
 
 import pytest
 import tiktoken_ext.openai_public as openai_public
@@ -206,3 +207,15 @@ def test_count_text_refuses_non_strings():
 def test_message_repr_hides_text():
     m = Message("user", "the launch code is 1234", name="agent-smith")
     assert "launch" not in repr(m) and "launch" not in str(m) and "smith" not in repr(m)
+
+
+def test_verifier_side_imports_no_server_stack():
+    import subprocess
+    import sys
+    code = ("import sys, verifier.tokens, verifier.receipts; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('prover', 'sqlalchemy', 'alembic', 'psycopg', 'grpc', 'fastapi', 'pydantic')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

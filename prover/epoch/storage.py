@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, insert, select, update
 
 from prover.epoch.executor import LeafResult
-from prover.ledger.schema import epoch_closes, epoch_leaves, epoch_openings, user_keys
+from prover.ledger.schema import (
+    EPOCH_CLOSING,
+    epoch_closes,
+    epoch_leaves,
+    epoch_openings,
+    epochs,
+    user_keys,
+)
 
 
 def _ms() -> int:
@@ -29,6 +36,20 @@ class CloseStatus:
     finished: bool
     merkle_root: bytes | None
     total_units: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EpochSummary:
+    """One epoch as the public read side shows it: its row and, once started, its close."""
+
+    epoch_id: int
+    state: str
+    window_start_ms: int
+    window_end_ms: int | None
+    planned_end_ms: int
+    rate_card_hash: bytes
+    bit_size: int
+    close: CloseStatus | None
 
 
 class EpochStore:
@@ -90,6 +111,62 @@ class EpochStore:
         return CloseStatus(epoch_id, int(done), row.leaves_total, row.finished_ms is not None,
                            None if row.merkle_root is None else bytes(row.merkle_root),
                            row.total_units)
+
+    # --- public reads --------------------------------------------------------------------
+
+    def summaries(self, *, limit: int, before: int | None = None,
+                  epoch_id: int | None = None) -> list[EpochSummary]:
+        """Epochs with their close status, newest first: at most ``limit``, ids below
+        ``before`` if given, only ``epoch_id`` if given."""
+        done = (select(epoch_leaves.c.epoch_id, func.count().label("done"))
+                .group_by(epoch_leaves.c.epoch_id).subquery())
+        query = (select(epochs, epoch_closes.c.leaves_total, epoch_closes.c.finished_ms,
+                        epoch_closes.c.merkle_root, epoch_closes.c.total_units,
+                        epoch_closes.c.epoch_id.label("close_id"), done.c.done)
+                 .outerjoin(epoch_closes, epoch_closes.c.epoch_id == epochs.c.id)
+                 .outerjoin(done, done.c.epoch_id == epochs.c.id)
+                 .order_by(epochs.c.id.desc()).limit(limit))
+        if before is not None:
+            query = query.where(epochs.c.id < before)
+        if epoch_id is not None:
+            query = query.where(epochs.c.id == epoch_id)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+        return [EpochSummary(
+            epoch_id=r.id, state=r.state, window_start_ms=r.window_start_ms,
+            window_end_ms=r.window_end_ms, planned_end_ms=r.planned_end_ms,
+            rate_card_hash=bytes(r.rate_card_hash), bit_size=r.bit_size,
+            close=None if r.close_id is None else CloseStatus(
+                r.id, int(r.done or 0), r.leaves_total, r.finished_ms is not None,
+                None if r.merkle_root is None else bytes(r.merkle_root), r.total_units))
+            for r in rows]
+
+    def state_counts(self) -> tuple[dict[str, int], dict[int, tuple[int, int]]]:
+        """Epochs per state, and (leaves done, leaves total) of each closing epoch (0 total
+        if its close has not started)."""
+        with self.engine.begin() as conn:
+            counts = {r.state: int(r.n) for r in conn.execute(
+                select(epochs.c.state, func.count().label("n")).group_by(epochs.c.state))}
+            done = (select(func.count()).select_from(epoch_leaves)
+                    .where(epoch_leaves.c.epoch_id == epochs.c.id).scalar_subquery())
+            progress = {r.id: (int(r.done or 0), int(r.leaves_total or 0)) for r in conn.execute(
+                select(epochs.c.id, epoch_closes.c.leaves_total, done.label("done"))
+                .outerjoin(epoch_closes, epoch_closes.c.epoch_id == epochs.c.id)
+                .where(epochs.c.state == EPOCH_CLOSING))}
+        return counts, progress
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer ``SELECT 1``. On the driver connection, so no
+        transaction is begun (on SQLite that would be ``BEGIN IMMEDIATE``, queued behind
+        every writer)."""
+        conn = self.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+            cursor.close()
+        finally:
+            conn.close()
 
     # --- publication ---------------------------------------------------------------------
 

@@ -1,0 +1,332 @@
+"""The public HTTP read side (FastAPI): epochs, bundles, sealed openings, provider, health,
+Prometheus metrics; OpenAPI at ``/openapi.json`` and ``/docs``. docs/api.md lists the routes.
+
+Transport only: validate the path and query (strict types and bounds, so bad input is a 4xx,
+never a 500), call the storage reads (prover/epoch/storage.py) and the meter, convert to the
+API models below (never the domain dataclasses, so no internal field leaks), and answer every
+error as ``{"detail": ...}`` from one exception handler. Routes are plain functions: FastAPI
+runs them in its threadpool, so blocking database calls never stall the event loop. Nothing
+here reads a request body, and nothing is logged about requests.
+"""
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from prover.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from prover.api.metrics import app_registry, render
+from prover.app import Services
+from prover.epoch.storage import EpochStore, EpochSummary
+from prover.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1"
+MAX_EPOCH_ID = (1 << 63) - 1  # epoch ids are signed 64-bit in the database
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+TAG_PATTERN = r"^(0x)?[0-9a-fA-F]{64}$"
+OCTET_STREAM = "application/octet-stream"
+
+
+# --- API models (the wire form; hex with 0x, times in Unix milliseconds) ---------------------
+
+class ErrorOut(BaseModel):
+    """Every error body."""
+
+    detail: Any = Field(description="What went wrong (a string, or a list for bad input).")
+
+
+class EpochOut(BaseModel):
+    """One epoch and its close."""
+
+    epoch_id: int
+    state: Literal["open", "closing", "closed"]
+    window_start_ms: int
+    window_end_ms: int | None = Field(description="Set once the epoch is closing.")
+    planned_end_ms: int
+    rate_card_hash: str
+    bit_size: int
+    leaves_done: int | None = Field(description="Leaves proved so far (once the close started).")
+    leaves_total: int | None = Field(description="Leaves of the padded epoch (once started).")
+    published: bool = Field(description="The bundle and sealed openings are available.")
+    merkle_root: str | None = Field(description="Set once published.")
+    total_units: int | None = Field(description="Sum of all users' units; once published.")
+
+
+class EpochPage(BaseModel):
+    """A page of epochs, newest first."""
+
+    epochs: list[EpochOut]
+    next_before: int | None = Field(
+        description="Pass as ?before= for the next page; null on the last page.")
+
+
+class SealedOpeningOut(BaseModel):
+    """One sealed opening (a NaCl sealed box to the user's X25519 key)."""
+
+    epoch_id: int
+    tag: str
+    sealed: str
+
+
+class PricesOut(BaseModel):
+    """Billable units per token of each class."""
+
+    input: int
+    cached_input: int
+    output: int
+    reasoning: int
+
+
+class RateCardOut(BaseModel):
+    """The rate card in force for new epochs."""
+
+    version: int
+    unit: str
+    hash: str
+    models: dict[str, PricesOut]
+
+
+class ProviderOut(BaseModel):
+    """Who signs the receipts and bundles, and where epochs settle."""
+
+    provider_id: str = Field(description="The provider's Ed25519 public key.")
+    chain_id: int
+    contract_address: str
+    bit_size: int
+    rate_card: RateCardOut
+
+
+class HealthOut(BaseModel):
+    """Liveness and database reachability."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
+
+
+# --- dependencies and conversions -----------------------------------------------------------
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _store(request: Request) -> EpochStore:
+    return _services(request).store
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+StoreDep = Annotated[EpochStore, Depends(_store)]
+EpochId = Annotated[int, Path(ge=0, le=MAX_EPOCH_ID, description="Epoch id.")]
+Tag = Annotated[str, Path(pattern=TAG_PATTERN,
+                          description="Leaf tag: 32 bytes as 64 hex characters, 0x optional.")]
+
+
+class NotFound(LookupError):
+    """A resource that does not exist (yet): answered 404."""
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def parse_tag(text: str) -> bytes:
+    """A leaf tag from 64 hex characters (0x optional); the route's pattern already checked."""
+    raw = text[2:] if text.startswith("0x") else text
+    return bytes.fromhex(raw)
+
+
+def epoch_out(summary: EpochSummary) -> EpochOut:
+    """The wire form of an epoch summary."""
+    close = summary.close
+    published = close is not None and close.finished
+    return EpochOut(
+        epoch_id=summary.epoch_id, state=summary.state,  # type: ignore[arg-type]
+        window_start_ms=summary.window_start_ms, window_end_ms=summary.window_end_ms,
+        planned_end_ms=summary.planned_end_ms, rate_card_hash=_hex(summary.rate_card_hash),
+        bit_size=summary.bit_size,
+        leaves_done=None if close is None else close.leaves_done,
+        leaves_total=None if close is None else close.leaves_total,
+        published=published,
+        merkle_root=None if close is None or close.merkle_root is None
+        else _hex(close.merkle_root),
+        total_units=close.total_units if published and close is not None else None)
+
+
+def _find(store: EpochStore, epoch_id: int) -> EpochSummary:
+    found = store.summaries(limit=1, epoch_id=epoch_id)
+    if not found:
+        raise NotFound(f"no epoch {epoch_id}")
+    return found[0]
+
+
+def _published(store: EpochStore, epoch_id: int) -> None:
+    """Raise NotFound unless ``epoch_id`` exists and is published."""
+    summary = _find(store, epoch_id)
+    if summary.close is None or not summary.close.finished:
+        raise NotFound(f"epoch {epoch_id} is not published yet")
+
+
+def _wants_octets(accept: str | None) -> bool:
+    """True if the Accept header prefers application/octet-stream over JSON."""
+    best: tuple[float, int] = (0.0, 0)
+    choice = False
+    for position, item in enumerate((accept or "").split(",")):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in (OCTET_STREAM, "application/json") and (quality, -position) > best:
+            best = (quality, -position)
+            choice = media == OCTET_STREAM
+    return choice and best[0] > 0
+
+
+# --- errors: one handler ----------------------------------------------------------------------
+
+def _error(request: Request, exc: Exception) -> JSONResponse:
+    """Every error as ``{"detail": ...}``; database trouble is 503, anything else unexpected
+    500 without internals."""
+    if isinstance(exc, HTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
+    if isinstance(exc, RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+    if isinstance(exc, NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    if isinstance(exc, SQLAlchemyError | LedgerError):
+        log.warning("http: database error on %s: %s", request.url.path, type(exc).__name__)
+        return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+    log.error("http: unexpected %s on %s", type(exc).__name__, request.url.path)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "Unknown epoch, not published, or no such tag."},
+    503: {"model": ErrorOut, "description": "The database is unavailable."},
+}
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+def create_http_app(services: Services) -> FastAPI:
+    """The public read API over ``services`` (no lifespan: the caller owns the services)."""
+    app = FastAPI(title="zkmeter public API", version=API_VERSION,
+                  description="Public read side: epochs, bundles, sealed openings, provider "
+                              "keys and rate card, health, metrics.")
+    app.state.services = services
+    registry = app_registry(services.store.state_counts)
+    for kind in (HTTPException, RequestValidationError, NotFound, SQLAlchemyError,
+                 LedgerError, Exception):
+        app.add_exception_handler(kind, _error)
+
+    @app.get("/v1/epochs", response_model=EpochPage, tags=["epochs"],
+             responses={503: ERRORS[503]})
+    def list_epochs(
+        store: StoreDep,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        before: Annotated[int | None, Query(ge=1, le=MAX_EPOCH_ID,
+                                            description="Only epochs with a smaller id.")
+                          ] = None,
+    ) -> EpochPage:
+        """Epochs, newest first: state, window, close progress, root and total once
+        published."""
+        found = store.summaries(limit=limit, before=before)
+        more = len(found) == limit and found[-1].epoch_id > 1
+        return EpochPage(epochs=[epoch_out(s) for s in found],
+                         next_before=found[-1].epoch_id if more else None)
+
+    @app.get("/v1/epochs/{epoch_id}", response_model=EpochOut, tags=["epochs"],
+             responses=ERRORS)
+    def get_epoch(store: StoreDep, epoch_id: EpochId) -> EpochOut:
+        """One epoch."""
+        return epoch_out(_find(store, epoch_id))
+
+    @app.get("/v1/epochs/{epoch_id}/bundle", tags=["epochs"], response_class=Response,
+             responses={200: {"description": "The bundle JSON as published (docs/bundle.md).",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                        **ERRORS})
+    def get_bundle(store: StoreDep, epoch_id: EpochId) -> Response:
+        """The published bundle, byte for byte as stored and signed."""
+        raw = store.bundle_json(epoch_id)
+        if raw is None:
+            _published(store, epoch_id)  # says which: unknown or not yet published
+            raise NotFound(f"epoch {epoch_id} is not published yet")
+        return Response(content=raw, media_type="application/json")
+
+    @app.get("/v1/epochs/{epoch_id}/openings", response_model=dict[str, str], tags=["openings"],
+             responses=ERRORS)
+    def list_openings(store: StoreDep, epoch_id: EpochId) -> dict[str, str]:
+        """Every sealed opening of a published epoch, ``{tag: sealed}`` in hex (the input of
+        ``zkmeter-verify audit --openings``)."""
+        _published(store, epoch_id)
+        return {_hex(tag): _hex(box) for tag, box in sorted(
+            store.sealed_openings(epoch_id).items())}
+
+    @app.get("/v1/epochs/{epoch_id}/openings/{tag}", response_model=SealedOpeningOut,
+             tags=["openings"],
+             responses={200: {"content": {OCTET_STREAM: {
+                 "schema": {"type": "string", "format": "binary"}}},
+                 "description": "JSON, or the raw sealed box with Accept: "
+                                "application/octet-stream."}, **ERRORS})
+    def get_opening(store: StoreDep, request: Request, epoch_id: EpochId,
+                    tag: Tag) -> SealedOpeningOut | Response:
+        """One sealed opening: anyone may fetch it, only the user's X25519 key opens it."""
+        leaf = parse_tag(tag)
+        box = store.sealed_opening(epoch_id, leaf)
+        if box is None:
+            _published(store, epoch_id)
+            raise NotFound(f"no sealed opening for tag {_hex(leaf)} in epoch {epoch_id}")
+        if _wants_octets(request.headers.get("accept")):
+            return Response(content=box, media_type=OCTET_STREAM)
+        return SealedOpeningOut(epoch_id=epoch_id, tag=_hex(leaf), sealed=_hex(box))
+
+    @app.get("/v1/provider", response_model=ProviderOut, tags=["provider"])
+    def get_provider(services: ServicesDep) -> ProviderOut:
+        """The provider's public key, settlement target and rate card."""
+        meter, settings = services.meter, services.settings
+        card = meter.rate_card
+        return ProviderOut(
+            provider_id=_hex(meter.provider_id), chain_id=settings.chain_id,
+            contract_address=settings.contract_address, bit_size=settings.bit_size,
+            rate_card=RateCardOut(
+                version=card.version, unit=card.unit, hash=_hex(meter.rate_card_hash),
+                models={name: PricesOut(input=p.input, cached_input=p.cached_input,
+                                        output=p.output, reasoning=p.reasoning)
+                        for name, p in card.models.items()}))
+
+    @app.get("/healthz", response_model=HealthOut, tags=["operations"],
+             responses={503: {"model": HealthOut, "description": "The database is down."}})
+    def healthz(store: StoreDep) -> JSONResponse:
+        """200 when the database answers, else 503."""
+        try:
+            store.ping()
+        except Exception as exc:  # any failure to reach the database is "unavailable"
+            log.warning("healthz: database unreachable: %s", type(exc).__name__)
+            body = HealthOut(status="unavailable", database="unreachable")
+            return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(HealthOut(status="ok", database="ok").model_dump())
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"description": "Prometheus text format.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    def metrics() -> Response:
+        """Ingest counts and latencies, epoch states and close progress."""
+        return Response(content=render(registry), media_type=METRICS_CONTENT_TYPE)
+
+    return app

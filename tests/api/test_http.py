@@ -1,0 +1,352 @@
+"""The public HTTP API over a real uvicorn server on a loopback port (httpx), after closing a
+real epoch: every endpoint, the bundle verifies, sealed openings open with the user's key,
+every 404 and 422, metrics parse, health (also with the database down), and schemathesis
+against the served OpenAPI document."""
+
+import dataclasses
+import os
+import secrets
+import threading
+import time
+
+import httpx
+import psycopg
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from nacl.public import PrivateKey
+from prometheus_client.parser import text_string_to_metric_families
+from schemathesis import GenerationMode
+
+from prover.api.http import create_http_app
+from prover.api.metrics import observe_ingest
+from prover.app import Services
+from prover.config import Settings
+from prover.epoch.executor import InlineExecutor
+from prover.epoch.service import EpochParams, EpochService
+from prover.epoch.storage import EpochStore
+from prover.ledger.store import make_engine
+from prover.metering import Meter, UsageRequest
+from verifier.audit import check_openings
+from verifier.bundle import parse_bundle, verify_bundle
+from verifier.opening import check_opening, unseal
+
+SEED = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+MODEL = "gpt-4o"
+USERS = [f"user-{i}" for i in range(5)]
+PG_HOST = os.environ.get("ZKMETER_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ZKMETER_TEST_PG_PORT", "5432"))
+
+
+# --- harness -------------------------------------------------------------------------------
+
+class HttpServer:
+    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a background thread."""
+
+    def __init__(self, app) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@dataclasses.dataclass
+class World:
+    """A provider with one published epoch (1), one closing (2) and one open (3)."""
+
+    services: Services
+    keys: dict[str, PrivateKey]
+    tags: dict[str, bytes]
+    server: HttpServer
+
+    @property
+    def http(self) -> httpx.Client:
+        return self.server.client
+
+
+def build_services(url: str) -> Services:
+    config = Settings(database_url=url, signing_key=SEED, contract_address="0x" + "42" * 20,
+                      min_leaves=8)
+    meter = Meter.from_settings(config)
+    store = EpochStore(meter.ledger.engine)
+    params = EpochParams(chain_id=config.chain_id, contract=config.contract_bytes(),
+                         bit_size=config.bit_size, min_leaves=config.min_leaves,
+                         rate_card_hash=meter.rate_card_hash, epoch_seconds=3600)
+    epochs = EpochService(ledger=meter.ledger, store=store,
+                          signing_key=config.load_signing_key(), params=params,
+                          executor_factory=InlineExecutor)
+    return Services(settings=config, meter=meter, epochs=epochs, store=store)
+
+
+def make_world(url: str) -> World:
+    services = build_services(url)
+    keys = {user: PrivateKey.generate() for user in USERS[:4]}  # the last user has no key
+    for user, key in keys.items():
+        services.store.register_user_key(user, bytes(key.public_key))
+    for i in range(15):
+        services.meter.record(UsageRequest(
+            idempotency_key=f"req-{i}", user_id=USERS[i % len(USERS)], model=MODEL,
+            input_tokens=100 + i, output_tokens=20 + i, cached_input_tokens=i % 3))
+    closed = services.epochs.close()  # epoch 1: published and closed
+    services.meter.record(UsageRequest(idempotency_key="late", user_id=USERS[0], model=MODEL,
+                                       input_tokens=5, output_tokens=5))
+    ledger = services.meter.ledger
+    params = services.epochs.params
+    ledger.close_epoch(2, next_rate_card_hash=params.rate_card_hash,
+                       next_bit_size=params.bit_size, epoch_seconds=params.epoch_seconds)
+    services.store.start_close(2, 8)  # epoch 2: closing, no leaf proved yet; epoch 3: open
+    tags = {user: opening.tag for user, opening in closed.openings.items()}
+    return World(services, keys, tags, HttpServer(create_http_app(services)))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    world = make_world(f"sqlite:///{tmp_path_factory.mktemp('http') / 'zk.sqlite'}")
+    yield world
+    world.server.stop()
+    world.services.close()
+
+
+@pytest.fixture()
+def pg_url():
+    reasons = []
+    admin = user = None
+    for candidate in ("postgres", "root"):
+        try:
+            admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=candidate,
+                                    dbname="postgres", connect_timeout=3, autocommit=True)
+            user = candidate
+            break
+        except psycopg.OperationalError as exc:
+            reasons.append(f"{candidate}: {str(exc).splitlines()[0]}")
+    if admin is None:
+        pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({'; '.join(reasons)})")
+    name = f"zkmeter_http_{secrets.token_hex(6)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# --- happy paths ---------------------------------------------------------------------------
+
+def check_published_epoch(world: World) -> None:
+    """Epoch 1 over HTTP: listed, bundle verifies, every user's opening opens."""
+    http, services = world.http, world.services
+    raw = http.get("/v1/epochs/1/bundle")
+    assert raw.status_code == 200
+    assert raw.headers["content-type"] == "application/json"
+    assert raw.content == services.store.bundle_json(1)
+    bundle = parse_bundle(raw.content)
+    provider_key = bytes(services.meter.provider_id)
+    assert all(c.ok for c in verify_bundle(bundle, provider_key=provider_key))
+
+    epoch = http.get("/v1/epochs/1").json()
+    assert epoch["state"] == "closed" and epoch["published"] is True
+    assert epoch["merkle_root"] == "0x" + bundle.merkle_root.hex()
+    assert epoch["total_units"] == bundle.total == sum(services.meter.ledger.totals(1).values())
+    assert (epoch["leaves_done"], epoch["leaves_total"]) == (8, 8)
+    assert (epoch["window_start_ms"], epoch["window_end_ms"]) == (bundle.window_start,
+                                                                  bundle.window_end)
+
+    openings = http.get("/v1/epochs/1/openings").json()
+    assert check_openings(bundle, openings).ok
+    for user, key in world.keys.items():
+        tag = world.tags[user]
+        one = http.get(f"/v1/epochs/1/openings/0x{tag.hex()}")
+        assert one.status_code == 200
+        body = one.json()
+        assert body == {"epoch_id": 1, "tag": "0x" + tag.hex(),
+                        "sealed": openings["0x" + tag.hex()]}
+        octets = http.get(f"/v1/epochs/1/openings/{tag.hex().upper()}",
+                          headers={"accept": "application/octet-stream"})
+        assert octets.headers["content-type"] == "application/octet-stream"
+        assert octets.content == bytes.fromhex(body["sealed"][2:])
+        opening = unseal(octets.content, bytes(key))
+        assert all(ok for _, ok, _ in check_opening(opening, bundle))
+        assert opening.value == services.meter.ledger.receipts(1, user)[-1].total_units
+
+
+def test_published_epoch(world):
+    check_published_epoch(world)
+
+
+def test_list_and_paginate(world):
+    page = world.http.get("/v1/epochs").json()
+    assert [(e["epoch_id"], e["state"], e["published"]) for e in page["epochs"]] == [
+        (3, "open", False), (2, "closing", False), (1, "closed", True)]
+    assert page["next_before"] is None
+    closing = page["epochs"][1]
+    assert (closing["leaves_done"], closing["leaves_total"]) == (0, 8)
+    assert closing["merkle_root"] is None and closing["total_units"] is None
+    assert closing["window_end_ms"] is not None
+    assert page["epochs"][0]["leaves_total"] is None and page["epochs"][0]["window_end_ms"] is None
+    first = world.http.get("/v1/epochs", params={"limit": 2}).json()
+    assert [e["epoch_id"] for e in first["epochs"]] == [3, 2] and first["next_before"] == 2
+    rest = world.http.get("/v1/epochs", params={"limit": 2, "before": 2}).json()
+    assert [e["epoch_id"] for e in rest["epochs"]] == [1] and rest["next_before"] is None
+    assert world.http.get("/v1/epochs", params={"before": 1}).json() == {
+        "epochs": [], "next_before": None}
+    assert world.http.get("/v1/epochs/3").json() == page["epochs"][0]
+
+
+def test_provider(world):
+    body = world.http.get("/v1/provider").json()
+    meter = world.services.meter
+    assert body["provider_id"] == "0x" + meter.provider_id.hex()
+    assert (body["chain_id"], body["contract_address"], body["bit_size"]) == (
+        31337, "0x" + "42" * 20, 32)
+    card = body["rate_card"]
+    assert card["hash"] == "0x" + meter.rate_card_hash.hex()
+    assert card["version"] == meter.rate_card.version
+    assert card["models"][MODEL] == dataclasses.asdict(meter.rate_card.models[MODEL])
+    assert set(card["models"]) == set(meter.rate_card.models)
+
+
+def test_health_metrics_openapi(world):
+    health = world.http.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "ok", "database": "ok"})
+    observe_ingest("RecordUsage", "recorded", 0.003)
+    observe_ingest("RecordUsageStream", "refused", 0.001, count=2)
+    response = world.http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith(
+        "text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert {"zkmeter_ingest_events", "zkmeter_ingest_latency_seconds", "zkmeter_epoch_state",
+            "zkmeter_epoch_close_progress", "zkmeter_database_up"} <= set(families)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("zkmeter_ingest_events_total", (("outcome", "refused"),))] >= 2
+    assert samples[("zkmeter_ingest_latency_seconds_count", (("rpc", "RecordUsage"),))] >= 1
+    for state in ("open", "closing", "closed"):
+        assert samples[("zkmeter_epoch_state", (("state", state),))] == 1
+    assert samples[("zkmeter_epoch_close_progress", (("epoch", "2"),))] == 0
+    assert samples[("zkmeter_database_up", ())] == 1
+    with pytest.raises(ValueError):
+        observe_ingest("RecordUsage", "bogus", 0.1)
+    schema = world.http.get("/openapi.json").json()
+    assert {"/v1/epochs", "/v1/epochs/{epoch_id}", "/v1/epochs/{epoch_id}/bundle",
+            "/v1/epochs/{epoch_id}/openings", "/v1/epochs/{epoch_id}/openings/{tag}",
+            "/v1/provider", "/healthz", "/metrics"} <= set(schema["paths"])
+    assert world.http.get("/docs").status_code == 200
+
+
+# --- errors --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", [
+    "/v1/epochs/99", "/v1/epochs/0", "/v1/epochs/99/bundle", "/v1/epochs/99/openings",
+    "/v1/epochs/99/openings/" + "ab" * 32,
+    # not published: closing (2) and open (3)
+    "/v1/epochs/2/bundle", "/v1/epochs/3/bundle", "/v1/epochs/2/openings",
+    "/v1/epochs/3/openings", "/v1/epochs/2/openings/" + "ab" * 32,
+    # published, but no such tag
+    "/v1/epochs/1/openings/0x" + "ab" * 32,
+    "/nowhere",
+])
+def test_not_found(world, path):
+    response = world.http.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert isinstance(response.json()["detail"], str)
+
+
+def test_not_found_says_why(world):
+    assert "no epoch" in world.http.get("/v1/epochs/99/bundle").json()["detail"]
+    assert "not published" in world.http.get("/v1/epochs/2/bundle").json()["detail"]
+    assert "no sealed opening" in world.http.get(
+        "/v1/epochs/1/openings/" + "00" * 32).json()["detail"]
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/epochs/abc", "/v1/epochs/1.5", "/v1/epochs/-1", "/v1/epochs/" + str(1 << 63),
+    "/v1/epochs/" + "9" * 400, "/v1/epochs/1e3/bundle", "/v1/epochs/x/openings",
+    "/v1/epochs/1/openings/" + "ab" * 31, "/v1/epochs/1/openings/" + "ab" * 33,
+    "/v1/epochs/1/openings/0x" + "ab" * 31 + "a", "/v1/epochs/1/openings/" + "zz" * 32,
+    "/v1/epochs/1/openings/0X" + "ab" * 32, "/v1/epochs/1/openings/0x0x" + "ab" * 31,
+    "/v1/epochs/1/openings/%20" + "ab" * 32, "/v1/epochs/1/openings/" + "ab" * 32 + "%0a",
+    "/v1/epochs?limit=0", "/v1/epochs?limit=501", "/v1/epochs?limit=x",
+    "/v1/epochs?before=abc", "/v1/epochs?before=0",
+])
+def test_bad_input_is_422(world, path):
+    response = world.http.get(path)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and detail and {"loc", "msg", "type"} <= set(detail[0])
+
+
+def test_wrong_method_is_405_json(world):
+    response = world.http.post("/v1/epochs/1/bundle", content=b"secret-body")
+    assert response.status_code == 405 and "GET" in response.headers["allow"]
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_database_down(world):
+    down = EpochStore(make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none"))
+    server = HttpServer(create_http_app(dataclasses.replace(world.services, store=down)))
+    try:
+        health = server.client.get("/healthz")
+        assert (health.status_code, health.json()) == (
+            503, {"status": "unavailable", "database": "unreachable"})
+        for path in ("/v1/epochs", "/v1/epochs/1", "/v1/epochs/1/bundle",
+                     "/v1/epochs/1/openings/" + "ab" * 32):
+            response = server.client.get(path)
+            assert response.status_code == 503
+            assert response.json() == {"detail": "the database is unavailable"}
+        metrics = server.client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "zkmeter_database_up 0.0" in metrics.text
+        assert "zkmeter_ingest_events_total" in metrics.text
+    finally:
+        server.stop()
+        down.engine.dispose()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_published_epoch_on_postgresql(pg_url):
+    world = make_world(pg_url)
+    try:
+        check_published_epoch(world)
+        page = world.http.get("/v1/epochs").json()
+        assert [e["state"] for e in page["epochs"]] == ["open", "closing", "closed"]
+        assert world.http.get("/healthz").status_code == 200
+        assert world.http.get("/v1/epochs/2/openings").status_code == 404
+    finally:
+        world.server.stop()
+        world.services.close()
+
+
+# --- schemathesis --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                         ids=["positive", "negative"])
+def test_openapi_conformance(world, mode):
+    """Generated requests against the served schema, over the real server: no 5xx, every
+    response conforms to the schema (status, content type, body), bad input is refused."""
+    api = schemathesis.openapi.from_asgi("/openapi.json", world.server.server.config.app)
+
+    @given(case=api.as_strategy(mode))
+    @settings(max_examples=120, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    def run(case):
+        case.call_and_validate(base_url=world.server.url)
+
+    run()

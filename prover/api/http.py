@@ -10,7 +10,7 @@ here reads a request body, and nothing is logged about requests.
 """
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,11 +43,14 @@ class ErrorOut(BaseModel):
     detail: Any = Field(description="What went wrong (a string, or a list for bad input).")
 
 
+EpochState = Literal["open", "closing", "closed"]
+
+
 class EpochOut(BaseModel):
     """One epoch and its close."""
 
     epoch_id: int
-    state: Literal["open", "closing", "closed"]
+    state: EpochState
     window_start_ms: int
     window_end_ms: int | None = Field(description="Set once the epoch is closing.")
     planned_end_ms: int
@@ -124,8 +127,8 @@ def _store(request: Request) -> EpochStore:
 
 ServicesDep = Annotated[Services, Depends(_services)]
 StoreDep = Annotated[EpochStore, Depends(_store)]
-EpochId = Annotated[int, Path(ge=0, le=MAX_EPOCH_ID, description="Epoch id.")]
-Tag = Annotated[str, Path(pattern=TAG_PATTERN,
+EpochId = Annotated[int, Path(ge=0, le=MAX_EPOCH_ID, description="Epoch id.", examples=[1])]
+Tag = Annotated[str, Path(pattern=TAG_PATTERN, examples=["0x" + "ab" * 32],
                           description="Leaf tag: 32 bytes as 64 hex characters, 0x optional.")]
 
 
@@ -143,12 +146,19 @@ def parse_tag(text: str) -> bytes:
     return bytes.fromhex(raw)
 
 
+def _state(value: str) -> EpochState:
+    for known in get_args(EpochState):
+        if known == value:
+            return known  # type: ignore[no-any-return]
+    raise ValueError(f"unknown epoch state {value!r}")
+
+
 def epoch_out(summary: EpochSummary) -> EpochOut:
     """The wire form of an epoch summary."""
     close = summary.close
     published = close is not None and close.finished
     return EpochOut(
-        epoch_id=summary.epoch_id, state=summary.state,  # type: ignore[arg-type]
+        epoch_id=summary.epoch_id, state=_state(summary.state),
         window_start_ms=summary.window_start_ms, window_end_ms=summary.window_end_ms,
         planned_end_ms=summary.planned_end_ms, rate_card_hash=_hex(summary.rate_card_hash),
         bit_size=summary.bit_size,

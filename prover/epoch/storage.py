@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, case, func, insert, select, update
 
 from prover.epoch.executor import LeafResult
 from prover.ledger.schema import (
@@ -118,13 +118,16 @@ class EpochStore:
                   epoch_id: int | None = None) -> list[EpochSummary]:
         """Epochs with their close status, newest first: at most ``limit``, ids below
         ``before`` if given, only ``epoch_id`` if given."""
-        done = (select(epoch_leaves.c.epoch_id, func.count().label("done"))
-                .group_by(epoch_leaves.c.epoch_id).subquery())
+        # Leaves done: counted (on the primary-key index) only for the returned rows of
+        # unfinished closes; a finished close has all of them.
+        counted = (select(func.count()).select_from(epoch_leaves)
+                   .where(epoch_leaves.c.epoch_id == epochs.c.id).scalar_subquery())
+        done = case((epoch_closes.c.finished_ms.is_not(None), epoch_closes.c.leaves_total),
+                    else_=counted)
         query = (select(epochs, epoch_closes.c.leaves_total, epoch_closes.c.finished_ms,
                         epoch_closes.c.merkle_root, epoch_closes.c.total_units,
-                        epoch_closes.c.epoch_id.label("close_id"), done.c.done)
+                        epoch_closes.c.epoch_id.label("close_id"), done.label("done"))
                  .outerjoin(epoch_closes, epoch_closes.c.epoch_id == epochs.c.id)
-                 .outerjoin(done, done.c.epoch_id == epochs.c.id)
                  .order_by(epochs.c.id.desc()).limit(limit))
         if before is not None:
             query = query.where(epochs.c.id < before)

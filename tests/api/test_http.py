@@ -3,6 +3,7 @@ real epoch: every endpoint, the bundle verifies, sealed openings open with the u
 every 404 and 422, metrics parse, health (also with the database down), and schemathesis
 against the served OpenAPI document."""
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -30,7 +31,7 @@ from prover.ledger.store import make_engine
 from prover.metering import Meter, UsageRequest
 from verifier.audit import check_openings
 from verifier.bundle import parse_bundle, verify_bundle
-from verifier.opening import check_opening, unseal
+from verifier.opening import OpeningError, check_opening, unseal
 
 SEED = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 MODEL = "gpt-4o"
@@ -182,6 +183,12 @@ def check_published_epoch(world: World) -> None:
         opening = unseal(octets.content, bytes(key))
         assert all(ok for _, ok, _ in check_opening(opening, bundle))
         assert opening.value == services.meter.ledger.receipts(1, user)[-1].total_units
+        # Without knowing the tag: exactly one box of the whole list opens with the key.
+        mine = []
+        for box in openings.values():
+            with contextlib.suppress(OpeningError):
+                mine.append(unseal(bytes.fromhex(box[2:]), bytes(key)))
+        assert mine == [opening]
 
 
 def test_published_epoch(world):

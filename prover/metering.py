@@ -16,9 +16,11 @@ fingerprint), not to logs, not into any error message, and the request's repr hi
 """
 
 import logging
+import multiprocessing
 import secrets
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,14 @@ from verifier.receipts import (
     prompt_bytes,
     with_signature,
 )
-from verifier.tokens import Message, TokenCounter, TokenCountError, count_chat, count_text
+from verifier.tokens import (
+    Message,
+    TokenCounter,
+    TokenCountError,
+    count_chat,
+    count_many,
+    count_text,
+)
 from verifier.tokens import get_encoding as _get_encoding
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,7 @@ FINGERPRINT_KEY_LABEL = b"ZKMETER_FPKEY_V1"
 FINGERPRINT_LABEL = b"ZKMETER_FPRINT_1"
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 MAX_TOKENS_PER_FIELD = (1 << 32) - 1
+MIN_POOL_JOBS = 8  # smaller batches are counted in-process: the round trip would cost more
 _MODE_TEXT = 1
 _MODE_REPORTED = 2
 
@@ -112,7 +122,8 @@ class Meter:
     def __init__(self, *, ledger: Ledger, signing_key: SigningKey, rate_card: RateCard,
                  counter: TokenCounter | None = None, bit_size: int = 32,
                  epoch_seconds: int = 86_400,
-                 salt_source: Callable[[int], bytes] = secrets.token_bytes) -> None:
+                 salt_source: Callable[[int], bytes] = secrets.token_bytes,
+                 count_workers: int = 0) -> None:
         if bytes(signing_key.verify_key) != ledger.provider_id:
             raise ConfigError("the ledger's provider id is not the signing key's")
         if bit_size not in BIT_SIZES:
@@ -128,6 +139,14 @@ class Meter:
         self.limit = 1 << bit_size
         self.epoch_seconds = epoch_seconds
         self._signing_key = signing_key
+        # Tokenization holds the GIL; with count_workers > 0 batches are counted in that many
+        # processes, so counting overlaps other threads' transactions (the gRPC writers').
+        if type(count_workers) is not int or count_workers < 0:
+            raise ConfigError("count_workers must be a non-negative integer")
+        self._count_workers = count_workers
+        self._pool: ProcessPoolExecutor | None = (
+            ProcessPoolExecutor(count_workers, mp_context=multiprocessing.get_context("spawn"))
+            if count_workers else None)
         # libsodium's 64-byte secret key, to sign without pynacl's per-call wrapper objects
         self._secret64 = crypto_sign_seed_keypair(bytes(signing_key))[1]
         self._salt = salt_source
@@ -162,9 +181,10 @@ class Meter:
         outcomes: list[Stored | MeteringError | None] = [None] * len(requests)
         pending: list[PendingEvent] = []
         where: list[int] = []
+        counted = self._count_in_pool(requests)
         for index, request in enumerate(requests):
             try:
-                pending.append(self._prepare(request))
+                pending.append(self._prepare(request, counted.get(index)))
                 where.append(index)
             except MeteringError as exc:
                 outcomes[index] = exc
@@ -184,7 +204,43 @@ class Meter:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _prepare(self, request: UsageRequest) -> PendingEvent:
+    def _count_in_pool(self, requests: Sequence[UsageRequest]) -> dict[int, tuple[str, int, int]]:
+        """Count the text requests of a batch in the worker processes (index -> counts)."""
+        if self._pool is None:
+            return {}
+        jobs: list[tuple[int, str, tuple[tuple[str, str, str | None], ...], str]] = []
+        for index, r in enumerate(requests):
+            if not (isinstance(r, UsageRequest) and r.messages is not None
+                    and isinstance(r.completion, str)
+                    and all(isinstance(m, Message) for m in r.messages)):
+                continue  # counted (and refused) in-process, with the proper error
+            try:
+                encoding = self.counter.encoding_for(r.model)
+            except TokenCountError:
+                continue
+            jobs.append((index, encoding, tuple((m.role, m.content, m.name)
+                                                for m in r.messages), r.completion))
+        if len(jobs) < MIN_POOL_JOBS:
+            return {}
+        size = -(-len(jobs) // self._count_workers)
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        futures = [self._pool.submit(count_many, [(e, m, c) for _, e, m, c in chunk])
+                   for chunk in chunks]
+        counted: dict[int, tuple[str, int, int]] = {}
+        for chunk, future in zip(chunks, futures, strict=True):
+            for (index, encoding, _m, _c), result in zip(chunk, future.result(), strict=True):
+                if result is not None:
+                    counted[index] = (encoding, *result)
+        return counted
+
+    def close(self) -> None:
+        """Stop the counting processes, if any."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _prepare(self, request: UsageRequest,
+                 counted: tuple[str, int, int] | None = None) -> PendingEvent:
         if not isinstance(request, UsageRequest):
             raise InvalidRequestError("expected a UsageRequest")
         _check_str(request.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_BYTES)
@@ -201,9 +257,12 @@ class Meter:
                                           "empty)")
             try:
                 encoding = self.counter.encoding_for(request.model)
-                enc = _get_encoding(encoding)
-                input_tokens = count_chat(request.messages, enc)
-                output_tokens = count_text(request.completion, enc)
+                if counted is not None and counted[0] == encoding:
+                    input_tokens, output_tokens = counted[1], counted[2]
+                else:
+                    enc = _get_encoding(encoding)
+                    input_tokens = count_chat(request.messages, enc)
+                    output_tokens = count_text(request.completion, enc)
                 prompt = prompt_bytes(request.messages)
                 completion = request.completion.encode("utf-8")
             except TokenCountError as exc:

@@ -254,3 +254,20 @@ class TokenCounter:
     def count(self, model: str, messages: Sequence[Message], completion: str) -> VisibleCounts:
         """Count a chat request and its completion for ``model``."""
         return count_visible(messages, completion, encoding=self.encoding_for(model))
+
+
+def count_many(
+    jobs: Sequence[tuple[str, Sequence[tuple[str, str, str | None]], str]],
+) -> list[tuple[int, int] | None]:
+    """Count many (encoding, messages as (role, content, name), completion) jobs: a worker
+    process's task (picklable plain values in and out). An item that cannot be counted gives
+    None; the caller counts it itself to raise the proper error."""
+    out: list[tuple[int, int] | None] = []
+    for encoding, messages, completion in jobs:
+        try:
+            enc = get_encoding(encoding)
+            out.append((count_chat([Message(*m) for m in messages], enc),
+                        count_text(completion, enc)))
+        except TokenCountError:
+            out.append(None)
+    return out

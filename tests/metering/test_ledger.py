@@ -523,3 +523,34 @@ def test_meter_refuses_a_ledger_of_another_provider(db_url, signing_key, rate_ca
             Meter(ledger=ledger, signing_key=SigningKey(bytes(range(32))), rate_card=rate_card)
     finally:
         ledger.dispose()
+
+
+def test_counting_in_worker_processes_gives_the_same_receipts(make_meter):
+    pooled = make_meter(count_workers=1)
+    local = make_meter()
+    try:
+        texts = [(f"message {i} " * (i % 40 + 1), f"answer {i} " * (i % 7)) for i in range(24)]
+        batch = [texted(f"p{i}", f"user-{i % 4}", content=c, completion=a)
+                 for i, (c, a) in enumerate(texts)]
+        batch += [texted("bad-model", model="llama-3"),
+                  UsageRequest("bad-text", "alice", "gpt-4o",
+                               messages=[Message("user", "\ud800")], completion="x"),
+                  texted("bad-cached", content="short", cached_input_tokens=999)]
+        counted = pooled._count_in_pool(batch)  # the workers really count (all but llama)
+        assert len(counted) == len(batch) - 1 and 24 not in counted
+        out = pooled.record_batch(batch)
+        assert isinstance(out[-3], InvalidRequestError)
+        assert isinstance(out[-2], InvalidRequestError)
+        assert isinstance(out[-1], InvalidRequestError)
+        for (content, answer), stored in zip(texts, out, strict=False):
+            check_text(stored.receipt, messages=[Message("user", content)], completion=answer)
+        again = local.record_batch(batch[:24])  # same keys and payloads, counted in-process
+        assert all(o.replayed for o in again)  # the fingerprints agree
+    finally:
+        pooled.close()
+
+
+def test_count_workers_must_be_a_count(make_meter):
+    from prover.errors import ConfigError
+    with pytest.raises(ConfigError):
+        make_meter(count_workers=-1)

@@ -8,6 +8,7 @@
 * ``ZKMETER_MODEL_ENCODINGS``: JSON object model -> encoding, checked before tiktoken's map;
 * ``ZKMETER_BIT_SIZE``: range-proof bit size n; a user's epoch total stays < 2^n (default 32);
 * ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400);
+* ``ZKMETER_COUNT_WORKERS``: processes that tokenize text off the GIL (default 0: in-process);
 * ``ZKMETER_CHAIN_ID``, ``ZKMETER_CONTRACT_ADDRESS``: where epochs settle; both are bound
   into every range proof (defaults: 31337, the zero address until the contract is deployed);
 * ``ZKMETER_MIN_LEAVES``: epochs are padded to at least this many leaves (default 16);
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     model_encodings: dict[str, str] = Field(default_factory=dict)
     bit_size: int = 32
     epoch_seconds: int = Field(default=86_400, ge=1)
+    count_workers: int = Field(default=0, ge=0, le=64)
     chain_id: int = Field(default=31_337, ge=0, lt=2**256)
     contract_address: str = "0x" + "00" * 20
     min_leaves: int = Field(default=16, ge=1, le=1 << 20)

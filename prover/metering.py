@@ -161,7 +161,8 @@ class Meter:
                                  provider_id=bytes(key.verify_key))
         return cls(ledger=ledger, signing_key=key, rate_card=load_rate_card(settings.rate_card),
                    counter=TokenCounter(settings.model_encodings), bit_size=settings.bit_size,
-                   epoch_seconds=settings.epoch_seconds)
+                   epoch_seconds=settings.epoch_seconds,
+                   count_workers=settings.count_workers)
 
     # --- public API ----------------------------------------------------------------------
 

@@ -77,3 +77,21 @@ def test_invalid_settings(monkeypatch, name, value):
     monkeypatch.setenv(f"ZKMETER_{name}", value)
     with pytest.raises((ValidationError, SettingsError)):
         Settings()
+
+
+def test_meter_from_settings(tmp_path, monkeypatch):
+    from prover.metering import Meter, UsageRequest
+    monkeypatch.setenv("ZKMETER_SIGNING_KEY", SEED_HEX)
+    monkeypatch.setenv("ZKMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'z.sqlite'}")
+    monkeypatch.setenv("ZKMETER_MODEL_ENCODINGS", '{"gpt-4o": "cl100k_base"}')
+    monkeypatch.setenv("ZKMETER_BIT_SIZE", "16")
+    meter = Meter.from_settings(Settings())
+    try:
+        assert meter.provider_id == bytes(Settings().load_signing_key().verify_key)
+        assert meter.bit_size == 16 and meter.counter.encoding_for("gpt-4o") == "cl100k_base"
+        receipt = meter.record(UsageRequest("k", "alice", "gpt-4o", input_tokens=1,
+                                            output_tokens=1)).receipt
+        assert receipt.rate_card_hash == meter.rate_card.hash()
+    finally:
+        meter.close()
+        meter.ledger.dispose()

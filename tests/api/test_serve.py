@@ -1,0 +1,92 @@
+"""``zkmeter serve``: both servers from the configuration, and a graceful drain on SIGTERM."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from prover.api.grpc_server import hash_api_key, new_api_key
+from zkmeter.client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, grpc.RpcError, OSError):
+            pass
+        time.sleep(0.1)
+    pytest.fail("the server did not come up")
+
+
+@pytest.fixture()
+def server_env(tmp_path):
+    key = new_api_key()
+    grpc_port, http_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZKMETER_")}
+    env.update({
+        "ZKMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite'}",
+        "ZKMETER_SIGNING_KEY": "e1" + "".join(f"{i:02x}" for i in range(31)),
+        "ZKMETER_API_KEY_HASHES": json.dumps([hash_api_key(key)]),
+        "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
+        "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}",
+        "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",
+        "ZKMETER_PROOF_WORKERS": "1",
+    })
+    return env, key, grpc_port, http_port
+
+
+def test_serve_runs_both_servers_and_drains_on_sigterm(server_env):
+    env, key, grpc_port, http_port = server_env
+    proc = subprocess.Popen([sys.executable, "-m", "prover.cli", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        target = f"127.0.0.1:{grpc_port}"
+        base = f"http://127.0.0.1:{http_port}"
+        wait_until(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200)
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with Client(target, api_key=key) as zk:
+            receipt = zk.record_usage(idempotency_key="s1", user_id="u", model="gpt-4o",
+                                      input_tokens=3, output_tokens=4).receipt
+            assert receipt.sequence == 1
+            epoch = zk.close_epoch()
+        bundle = httpx.get(f"{base}/v1/epochs/{epoch.epoch_id}/bundle", timeout=10)
+        assert bundle.status_code == 200 and bundle.json()["epoch_id"] == epoch.epoch_id
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read().decode()
+    assert "draining" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_serve_refuses_a_placeholder_key(server_env):
+    env, *_ = server_env
+    env["ZKMETER_SIGNING_KEY"] = "changeme"
+    proc = subprocess.run([sys.executable, "-m", "prover.cli", "serve"], env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2
+    assert b"changeme" not in proc.stderr  # the secret is never echoed
+    assert b"placeholder" in proc.stderr

@@ -11,6 +11,10 @@ stores the whole batch (prover/ledger/store.py): a retry with the same key and p
 the original receipt back, the same key with another payload is refused, and a user total
 that would reach 2^n is refused, each without storing anything.
 
+With ``count_workers`` the text of a batch is tokenized in worker processes (tokenization
+holds the GIL), so counting overlaps the transactions of other writer threads; the counts
+are the same, as the tests check.
+
 Text is never written: not to the database (only counts, salted digests and a keyed
 fingerprint), not to logs, not into any error message, and the request's repr hides it.
 """
@@ -228,10 +232,17 @@ class Meter:
         futures = [self._pool.submit(count_many, [(e, m, c) for _, e, m, c in chunk])
                    for chunk in chunks]
         counted: dict[int, tuple[str, int, int]] = {}
-        for chunk, future in zip(chunks, futures, strict=True):
-            for (index, encoding, _m, _c), result in zip(chunk, future.result(), strict=True):
-                if result is not None:
-                    counted[index] = (encoding, *result)
+        try:
+            for chunk, future in zip(chunks, futures, strict=True):
+                for (index, encoding, _m, _c), result in zip(chunk, future.result(),
+                                                             strict=True):
+                    if result is not None:
+                        counted[index] = (encoding, *result)
+        except Exception as exc:  # a dead or broken worker: count this batch in-process
+            # The type only: a worker's error text is not ours to log.
+            log.warning("counting workers failed (%s); counting in-process",
+                        type(exc).__name__)
+            return {}
         return counted
 
     def close(self) -> None:

@@ -554,3 +554,25 @@ def test_count_workers_must_be_a_count(make_meter):
     from prover.errors import ConfigError
     with pytest.raises(ConfigError):
         make_meter(count_workers=-1)
+
+
+def test_broken_counting_workers_fall_back_to_in_process(make_meter, monkeypatch, caplog):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    meter = make_meter(count_workers=1)
+    try:
+        def broken(*args, **kwargs):
+            future = Future()
+            future.set_exception(BrokenProcessPool("a worker died"))
+            return future
+        monkeypatch.setattr(meter._pool, "submit", broken)
+        batch = [texted(f"b{i}", content=f"hello {i} " * 5) for i in range(10)]
+        with caplog.at_level(logging.WARNING, logger="prover.metering"):
+            out = meter.record_batch(batch)
+        assert "counting in-process" in caplog.text
+        for i, stored in enumerate(out):
+            check_text(stored.receipt, messages=[Message("user", f"hello {i} " * 5)],
+                       completion="hi!")
+    finally:
+        meter.close()

@@ -216,6 +216,37 @@ def me_cmd(
     report(f"my charge in epoch {parsed.epoch_id}", checks, as_json, **facts)
 
 
+@app.command("chain")
+def chain_cmd(
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the chain (http or https).")],
+    contract: Annotated[str, typer.Option(help="Settlement contract address.")],
+    epoch: Annotated[int, typer.Option(help="Epoch id.")],
+    bundle: Annotated[str, typer.Option(help="The epoch's bundle (file or URL).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a bundle against the chain: the contract code is the published artifact, and the
+    on-chain root, total, leaf count and status match the bundle."""
+    from verifier import chain
+
+    _, parsed = load_bundle(bundle, as_json)
+    address = parse_hex(contract, "contract address", 20, as_json)
+    if parsed.epoch_id != epoch:
+        bad_input(f"the bundle is for epoch {parsed.epoch_id}, not {epoch}", as_json)
+    try:
+        w3 = chain.connect(rpc)
+        checks = [chain.check_deployment(w3, contract)]
+        checks.append(Check("chain_context", parsed.chain_id == int(w3.eth.chain_id)
+                            and parsed.contract == address,
+                            "the bundle names this chain and contract"))
+        record = chain.read_epoch(w3, contract, parsed.provider_id, epoch)
+        checks += chain.check_bundle_against_chain(parsed, record)
+    except chain.ChainError as exc:
+        bad_input(str(exc), as_json)
+    except Exception as exc:  # web3 transport errors: the node cannot be used
+        bad_input(f"cannot read the chain at {rpc}: {type(exc).__name__}", as_json)
+    report(f"epoch {epoch} on chain", checks, as_json, record=record.to_json())
+
+
 def main() -> None:
     """Console entry point."""
     app()

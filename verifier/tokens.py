@@ -125,6 +125,9 @@ def _shipped_loader(blobpath: str, expected_hash: str | None = None) -> dict[byt
             _RANKS[name] = _real_load_tiktoken_bpe(str(path), expected_hash=expected_hash)
         except ValueError as exc:  # tiktoken's hash mismatch or a corrupt line
             raise EncodingFileError(f"{path}: {exc}") from None
+        except OSError as exc:  # tiktoken copies the file into TIKTOKEN_CACHE_DIR if set
+            raise EncodingFileError(f"tiktoken could not cache {name}: {exc.strerror} "
+                                    "(check TIKTOKEN_CACHE_DIR)") from None
     return _RANKS[name]
 
 

@@ -219,3 +219,13 @@ def test_verifier_side_imports_no_server_stack():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_unwritable_tiktoken_cache_dir_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(tokens, "_RANKS", {})
+    with pytest.raises(EncodingFileError, match="TIKTOKEN_CACHE_DIR"):
+        tokens._shipped_loader("https://openaipublic.blob.core.windows.net/encodings/"
+                               "cl100k_base.tiktoken", SHIPPED_ENCODINGS["cl100k_base"])

@@ -24,7 +24,7 @@ migrations in prover/migrations/) and the same behaviour:
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -279,9 +279,7 @@ class Ledger:
             end = max(self._clock_ms(), row.window_start_ms, last or 0)
             conn.execute(update(epochs).where(epochs.c.id == epoch_id)
                          .values(state=EPOCH_CLOSING, window_end_ms=end))
-            closing = _epoch(row)
-            closing = EpochInfo(**{**{f: getattr(closing, f) for f in closing.__slots__},
-                                   "state": EPOCH_CLOSING, "window_end_ms": end})
+            closing = replace(_epoch(row), state=EPOCH_CLOSING, window_end_ms=end)
             next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
             nxt = self._insert_epoch(conn, next_id, end, rate_card_hash=next_rate_card_hash,
                                      bit_size=next_bit_size, epoch_seconds=epoch_seconds)

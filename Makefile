@@ -29,9 +29,9 @@ test: lint typecheck
 test-fast: install
 	$(BIN)/python -m pytest -x -q -m "not slow"
 
-# Until the end-to-end demo lands: a proof round trip on the fast backend.
+# The whole story on the embedded defaults (SQLite, in-process EVM); artifacts in ./zkmeter-demo.
 demo: install
-	$(BIN)/python -m circuits.demo
+	$(BIN)/zkmeter demo
 
 bench: install
 	$(BIN)/python -m bench.proofs --json

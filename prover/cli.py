@@ -7,6 +7,7 @@ never printed. Exit codes: 0 done, 1 the operation failed, 2 bad configuration o
 import json
 import secrets
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -109,6 +110,31 @@ def serve() -> None:
         raise typer.Exit(2) from None
     finally:
         services.close()
+
+
+@app.command("demo")
+def demo(
+    users: Annotated[int, typer.Option(min=2, max=256, help="Number of users.")] = 8,
+    requests: Annotated[int, typer.Option(min=2, max=100_000, help="Requests to send.")] = 48,
+    out: Annotated[Path, typer.Option(help="Where the artifacts go (replaced).")] = Path(
+        "zkmeter-demo"),
+    rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of a real node (e.g. anvil) "
+                                                 "instead of the in-process chain.")] = None,
+    bad_proof: Annotated[bool, typer.Option("--bad-proof", help="The provider cheats on one "
+                                                                "leaf; watch it get caught.")
+                         ] = False,
+) -> None:
+    """Run the whole story end to end: serve, meter, close, publish, verify, settle."""
+    from prover.demo import DemoError, print_summary, run_demo
+
+    console = Console()
+    try:
+        summary = run_demo(users=users, requests=requests, out=out, rpc=rpc,
+                           bad_proof=bad_proof, console=console)
+    except DemoError as exc:
+        _err.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print_summary(summary, console)
 
 
 @keys_app.command("api-key")

@@ -1,0 +1,464 @@
+"""``zkmeter demo``: the whole story, end to end and for real, on the embedded defaults.
+
+1. start ``zkmeter serve`` (gRPC + HTTP) on loopback ports, on a SQLite file in ``--out``;
+2. make a provider key, deploy the contracts (in-process py-evm, or ``--rpc`` e.g. anvil),
+   register the provider with a bond and fund its escrow from a payer account;
+3. make N users with X25519 keys, registered over gRPC;
+4. send M requests through the gRPC client: chat text counted with tiktoken and reported
+   counts with hidden reasoning tokens, unary and streamed, some of them retried;
+5. close the epoch over gRPC (with a progress bar) and fetch the bundle and the sealed
+   openings over HTTP;
+6. submit the epoch on-chain; run ``zkmeter-verify bundle``, ``me`` for every user and
+   ``audit``; advance past the challenge window; finalize; withdraw the payment;
+7. print a summary and leave every artifact in ``--out``.
+
+``--bad-proof``: the provider cheats: it moves units from one user to another by shifting two
+commitments (the sum, and so the on-chain check, is unchanged), publishes a proof it cannot
+make honestly for the now "negative" value, and submits that epoch. The verifier names the
+bad leaf, a challenger knocks the epoch out on-chain and takes the bond.
+"""
+
+import asyncio
+import dataclasses
+import json
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress
+from rich.table import Table
+
+from circuits import merkle
+from circuits.backend import get_backend
+from circuits.constants import CURVE_ORDER
+from circuits.encoding import point_to_bytes
+from circuits.rangeproof import _prove, prove, random_scalar
+from prover.api.grpc_server import hash_api_key, new_api_key
+from prover.api.serve import Endpoints, serve
+from prover.app import Services, build_services
+from prover.chain import ChainClient
+from prover.config import Settings
+from verifier.bundle import Bundle, Leaf, parse_bundle, sign_bundle
+from verifier.opening import OpeningError, unseal
+from verifier.receipts import decode_receipt
+from zkmeter.client import Client, usage_request
+
+MODEL_TEXT = "gpt-4o"
+MODEL_REASONING = "o3"
+UNIT_PRICE_WEI = 10_000  # wei per billable unit
+BOND_WEI = 10**18
+ESCROW_WEI = 10**19
+CHALLENGE_WINDOW = 3_600
+TOPICS = ["invoices", "the weather in Lisbon", "a haiku about BN254", "Pedersen commitments",
+          "sorting algorithms", "a birthday message", "the GIL", "tax rules for freelancers"]
+
+
+class DemoError(RuntimeError):
+    """A step of the demo did not come out as it must."""
+
+
+@dataclasses.dataclass
+class User:
+    """A demo user: its key, and what it keeps (receipts, texts)."""
+
+    name: str
+    key: PrivateKey
+    receipts: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    texts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+class Timer:
+    """Seconds per phase."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.perf_counter() - start, 3)
+
+
+class BackgroundServer:
+    """``serve()`` on its own event loop in a thread."""
+
+    def __init__(self, services: Services) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start() -> "asyncio.Future[Endpoints]":
+            self.stop_event = asyncio.Event()
+            started: asyncio.Future[Endpoints] = self.loop.create_future()
+            self.task = asyncio.ensure_future(serve(services, stop=self.stop_event,
+                                                    started=started))
+            return started
+
+        started = asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=30)
+        self.endpoints: Endpoints = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(asyncio.shield(started), 60), self.loop).result(timeout=90)
+
+    def stop(self) -> None:
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            asyncio.run_coroutine_threadsafe(asyncio.wait_for(self.task, 60),
+                                             self.loop).result(timeout=90)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+def _verify_cli(*args: str) -> dict[str, Any]:
+    """Run ``zkmeter-verify ... --json`` as a real subprocess; its JSON and exit code."""
+    proc = subprocess.run([sys.executable, "-m", "verifier", *args, "--json"],  # noqa: S603
+                          capture_output=True, text=True, timeout=600, check=False)
+    try:
+        out: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise DemoError(f"zkmeter-verify {args[0]} printed no JSON: {proc.stderr[-500:]}") \
+            from None
+    out["exit_code"] = proc.returncode
+    return out
+
+
+def _requests(users: list[User], count: int, rng: random.Random) -> list[tuple[User, Any, Any]]:
+    """(user, request, kept text or None) in sending order, with some retries."""
+    out: list[tuple[User, Any, Any]] = []
+    for i in range(count):
+        user = users[i % len(users)]
+        if i % 2 == 0:
+            topic = rng.choice(TOPICS)
+            messages = [("system", "You are a helpful assistant."),
+                        ("user", f"Please tell me about {topic}. Request {i}.")]
+            completion = f"Here is a short note on {topic}: " + " ".join(
+                rng.choice(["sure", "indeed", "note", "that", "tokens", "count"])
+                for _ in range(rng.randint(5, 60)))
+            request = usage_request(idempotency_key=f"demo-{i}", user_id=user.name,
+                                    model=MODEL_TEXT, messages=messages, completion=completion)
+            text = {"messages": [{"role": r, "content": c} for r, c in messages],
+                    "completion": completion}
+        else:
+            request = usage_request(idempotency_key=f"demo-{i}", user_id=user.name,
+                                    model=MODEL_REASONING, input_tokens=rng.randint(50, 4000),
+                                    output_tokens=rng.randint(10, 800),
+                                    cached_input_tokens=rng.randint(0, 40),
+                                    reasoning_tokens=rng.randint(0, 3000))
+            text = None
+        out.append((user, request, text))
+        if i % 7 == 3:  # a gateway retry: same key, same payload
+            out.append((user, request, None))
+    return out
+
+
+def _keep(user: User, response: Any, text: dict[str, Any] | None) -> None:
+    receipt = decode_receipt(response.receipt.encoded + response.receipt.signature)
+    user.receipts[receipt.seq] = receipt.to_json()
+    if text is not None and not response.replayed:
+        user.texts.append({"seq": receipt.seq, **text})
+
+
+def _cheat(bundle: Bundle, openings: dict[str, Any], signing_key: SigningKey) -> tuple[
+        Bundle, int, int]:
+    """The provider moves ``d`` units from user j to user i: C_i + dG, C_j - dG. V, R and the
+    sum of the commitments stay the same; user j's value is now "negative" (r - something),
+    and no honest range proof exists for it: a dishonest prover's proof is published."""
+    by_value = sorted((o for o in openings.values() if o.value > 0), key=lambda o: o.value)
+    if len(by_value) < 2:
+        raise DemoError("--bad-proof needs at least two users with usage")
+    victim, beneficiary = by_value[0], by_value[-1]
+    shift = victim.value + 1  # more than the victim has: its value wraps below zero
+    ctx = bundle.context
+    n = bundle.bit_size
+    leaves = list(bundle.leaves)
+    for opening, delta in ((beneficiary, shift), (victim, -shift)):
+        value = (opening.value + delta) % CURVE_ORDER
+        if value < 1 << n:  # the beneficiary: still in range, so an honest proof exists
+            proof, (commitment,) = prove(ctx.transcript(), values=[value],
+                                         blindings=[opening.blinding], n=n)
+        else:  # the victim wrapped below zero: only a dishonest proof can be made
+            bits = [(value >> k) & 1 for k in range(n)]
+            fake, (point,) = _prove(ctx.transcript(), [value], [opening.blinding], bits, n,
+                                    get_backend(), random_scalar)
+            proof, commitment = fake.to_bytes(), point_to_bytes(point)
+        leaves[opening.leaf_index] = Leaf(opening.tag, commitment, proof)
+    root = merkle.root([leaf.hash() for leaf in leaves])
+    forged = dataclasses.replace(bundle, leaves=tuple(leaves), merkle_root=root)
+    forged = sign_bundle(forged, lambda m: bytes(signing_key.sign(m).signature))
+    return forged, victim.leaf_index, shift
+
+
+def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None = None,
+             bad_proof: bool = False, console: Console | None = None,
+             seed: int = 7) -> dict[str, Any]:
+    """Run the demo; returns the summary (raises DemoError if an outcome is wrong)."""
+    console = console or Console()
+    timer = Timer()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    rng = random.Random(seed)  # noqa: S311 - the demo's workload, not a secret
+    signing_key = SigningKey.generate()
+    provider_id = bytes(signing_key.verify_key)
+    api_key = new_api_key()
+    gas: dict[str, int] = {}
+
+    with timer.phase("deploy"):
+        chain = ChainClient.connect(rpc)
+        deployment = chain.deploy()
+        accounts = list(chain.w3.eth.accounts)
+        payer, challenger = accounts[1], accounts[2]
+        gas["register"] = chain.register_provider(
+            provider_id, bond=BOND_WEI, unit_price=UNIT_PRICE_WEI,
+            challenge_window=CHALLENGE_WINDOW)["gasUsed"]
+        gas["deposit"] = chain.deposit(provider_id, ESCROW_WEI, sender=payer)["gasUsed"]
+    console.print(f"chain {chain.chain_id}: settlement {deployment.settlement}, provider "
+                  f"{provider_id.hex()[:16]}... registered, escrow funded")
+
+    settings = Settings(
+        database_url=SecretStr(f"sqlite:///{out / 'zkmeter.sqlite'}"),
+        signing_key=SecretStr(bytes(signing_key).hex()),
+        chain_id=chain.chain_id, contract_address=deployment.settlement,
+        api_key_hashes=[hash_api_key(api_key)], grpc_bind="127.0.0.1:0",
+        http_bind="127.0.0.1:0", shutdown_grace_seconds=2)
+    services = build_services(settings)
+    server = BackgroundServer(services)
+    try:
+        ep = server.endpoints
+        base = f"http://{ep.http_host}:{ep.http_port}"
+        console.print(f"zkmeter serve: gRPC 127.0.0.1:{ep.grpc_port}, HTTP {base}")
+        with Client(f"127.0.0.1:{ep.grpc_port}", api_key=api_key) as zk:
+            people = [User(f"user-{i + 1:02d}", PrivateKey.generate()) for i in range(users)]
+            with timer.phase("register_users"):
+                for person in people:
+                    zk.register_user_key(person.name, bytes(person.key.public_key))
+            plan = _requests(people, requests, rng)
+            replayed = 0
+            with timer.phase("ingest"):
+                half = len(plan) // 2
+                for person, request, text in plan[:half]:
+                    response = zk.meter.RecordUsage(request, metadata=(
+                        ("authorization", f"Bearer {api_key}"),), timeout=30)
+                    replayed += response.replayed
+                    _keep(person, response, text)
+                responses = zk.record_usage_stream(r for _, r, _ in plan[half:])
+                for (person, _, text), response in zip(plan[half:], responses, strict=True):
+                    if response.HasField("error"):
+                        raise DemoError(f"request refused: {response.error.message}")
+                    replayed += response.replayed
+                    _keep(person, response, text)
+            epoch_id = zk.current_epoch().epoch_id
+            console.print(f"ingested {len(plan)} requests ({replayed} retries answered with "
+                          f"their original receipts) for {users} users in epoch {epoch_id}")
+
+            with timer.phase("close"):
+                _close_with_progress(zk, epoch_id, console)
+        with timer.phase("publish"):
+            bundle_bytes = httpx.get(f"{base}/v1/epochs/{epoch_id}/bundle", timeout=60).content
+            openings = httpx.get(f"{base}/v1/epochs/{epoch_id}/openings", timeout=60).json()
+        (out / "bundle.json").write_bytes(bundle_bytes)
+        (out / "openings.json").write_text(json.dumps(openings))
+        bundle = parse_bundle(bundle_bytes)
+        summary = _settle_and_verify(
+            chain=chain, bundle=bundle, people=people, openings=openings, out=out, base=base,
+            epoch_id=epoch_id, bad_proof=bad_proof, signing_key=signing_key, timer=timer,
+            gas=gas, challenger=challenger, rpc=rpc, console=console)
+    finally:
+        server.stop()
+        services.close()
+    tokens = {"input": 0, "output": 0, "cached_input": 0, "reasoning": 0}
+    for person in people:
+        for receipt in person.receipts.values():
+            for k in tokens:
+                tokens[k] += receipt["tokens"][k]
+    summary.update({
+        "users": users, "requests_sent": len(plan), "retries": replayed,
+        "receipts": sum(len(p.receipts) for p in people), "tokens": tokens,
+        "gas": gas, "seconds": timer.phases, "artifacts": str(out),
+        "chain": {"chain_id": chain.chain_id, "settlement": deployment.settlement,
+                  "rpc": rpc or "embedded py-evm"},
+    })
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _close_with_progress(zk: Client, epoch_id: int, console: Console) -> None:
+    result: dict[str, Any] = {}
+
+    def close() -> None:
+        try:
+            result["epoch"] = zk.close_epoch()
+        except Exception as exc:  # reported below, in the main thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=close)
+    worker.start()
+    with Progress("closing epoch", BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("leaves", total=None)
+        while worker.is_alive():
+            info = zk.epoch(epoch_id)
+            if info.leaves_total:
+                bar.update(task, completed=info.leaves_done, total=info.leaves_total)
+            time.sleep(0.1)
+    worker.join()
+    if "error" in result:
+        raise DemoError(f"closing the epoch failed: {result['error']}")
+    closed = result["epoch"]
+    console.print(f"epoch {epoch_id} closed: {closed.leaves_total} leaves, V = "
+                  f"{closed.total_units} units, root 0x{closed.merkle_root.hex()[:16]}...")
+
+
+def _find_openings(people: list[User], openings: dict[str, str], epoch_id: int,
+                   out: Path) -> dict[str, Any]:
+    """Each user tries its key on the published boxes (it need not know its tag)."""
+    found = {}
+    for person in people:
+        for sealed_hex in openings.values():
+            try:
+                opening = unseal(bytes.fromhex(sealed_hex.removeprefix("0x")),
+                                 bytes(person.key))
+            except OpeningError:
+                continue
+            found[person.name] = opening
+            folder = out / person.name
+            folder.mkdir(exist_ok=True)
+            (folder / "opening.hex").write_text(sealed_hex)
+            (folder / "secret.key").write_bytes(bytes(person.key))
+            (folder / "receipts.json").write_text(json.dumps(
+                [person.receipts[s] for s in sorted(person.receipts)]))
+            (folder / "texts.json").write_text(json.dumps(person.texts))
+            break
+        else:
+            raise DemoError(f"{person.name} found no opening for epoch {epoch_id}")
+    return found
+
+
+def _settle_and_verify(*, chain: ChainClient, bundle: Bundle, people: list[User],
+                       openings: dict[str, str], out: Path, base: str, epoch_id: int,
+                       bad_proof: bool, signing_key: SigningKey, timer: Timer,
+                       gas: dict[str, int], challenger: str, rpc: str | None,
+                       console: Console) -> dict[str, Any]:
+    provider_id = bundle.provider_id
+    found = _find_openings(people, openings, epoch_id, out)
+    if bad_proof:
+        return _cheating_provider(chain=chain, bundle=bundle, found=found, out=out,
+                                  signing_key=signing_key, timer=timer, gas=gas,
+                                  challenger=challenger, console=console)
+    with timer.phase("submit"):
+        gas["submit_epoch"] = chain.submit_bundle(bundle)["gasUsed"]
+    with timer.phase("verify"):
+        checks = {"bundle": _verify_cli("bundle", f"{base}/v1/epochs/{epoch_id}/bundle",
+                                        "--provider-key", provider_id.hex())}
+        for person in people:
+            folder = out / person.name
+            checks[f"me {person.name}"] = _verify_cli(
+                "me", "--opening", str(folder / "opening.hex"), "--secret-key",
+                str(folder / "secret.key"), "--receipts", str(folder / "receipts.json"),
+                "--texts", str(folder / "texts.json"), "--bundle", str(out / "bundle.json"))
+        checks["audit"] = _verify_cli("audit", f"{base}/v1/epochs/{epoch_id}/bundle",
+                                      "--openings", f"{base}/v1/epochs/{epoch_id}/openings")
+        if rpc:
+            checks["chain"] = _verify_cli("chain", "--rpc", rpc, "--contract",
+                                          chain.settlement.address, "--epoch", str(epoch_id),
+                                          "--bundle", str(out / "bundle.json"))
+    failed = [name for name, result in checks.items()
+              if result["exit_code"] != 0 or not result["ok"]]
+    (out / "verification.json").write_text(json.dumps(checks, indent=1))
+    if failed:
+        raise DemoError(f"verification failed: {', '.join(failed)}")
+    console.print(f"zkmeter-verify: bundle ok, {len(people)} users verified their charge "
+                  f"(me), audit clean" + (", chain record matches" if rpc else ""))
+    with timer.phase("finalize"):
+        chain.advance_time(CHALLENGE_WINDOW + 1)
+        gas["finalize"] = chain.finalize(provider_id, epoch_id)["gasUsed"]
+        earned = chain.provider(provider_id).earnings
+        before = chain.w3.eth.get_balance(chain.account)
+        receipt = chain.withdraw_earnings(provider_id)
+        paid = chain.w3.eth.get_balance(chain.account) - before + receipt["gasUsed"] * \
+            receipt["effectiveGasPrice"]
+    expected = bundle.total * UNIT_PRICE_WEI
+    if earned != expected or paid != expected:
+        raise DemoError(f"payment {earned} (withdrawn {paid}) != V * unitPrice = {expected}")
+    console.print(f"finalized: paid {earned} wei = V ({bundle.total}) x unit price "
+                  f"({UNIT_PRICE_WEI} wei), withdrawn by the provider")
+    return {"outcome": "settled", "epoch_id": epoch_id, "leaves": len(bundle.leaves),
+            "total_units": bundle.total, "unit_price_wei": UNIT_PRICE_WEI,
+            "payment_wei": earned, "users_verified": len(people), "audit_clean": True,
+            "on_chain_status": chain.epoch(provider_id, epoch_id).status.name.lower()}
+
+
+def _cheating_provider(*, chain: ChainClient, bundle: Bundle, found: dict[str, Any],
+                       out: Path, signing_key: SigningKey, timer: Timer, gas: dict[str, int],
+                       challenger: str, console: Console) -> dict[str, Any]:
+    forged, bad_leaf, shift = _cheat(bundle, found, signing_key)
+    path = out / "bundle.cheating.json"
+    path.write_text(forged.dumps())
+    console.print(f"[yellow]the provider cheats:[/yellow] it moves {shift} units between two "
+                  f"users (sum unchanged) and publishes a proof it cannot make honestly")
+    with timer.phase("submit"):
+        gas["submit_epoch"] = chain.submit_bundle(forged)["gasUsed"]
+    with timer.phase("verify"):
+        report = _verify_cli("bundle", str(path))
+    range_check = next(c for c in report["checks"] if c["name"] == "range_proofs")
+    if report["exit_code"] != 1 or range_check.get("failing_leaves") != [bad_leaf]:
+        raise DemoError(f"the verifier did not single out leaf {bad_leaf}: {range_check}")
+    aggregate = next(c for c in report["checks"] if c["name"] == "aggregate")
+    console.print(f"zkmeter-verify bundle: aggregate {'ok' if aggregate['ok'] else 'FAILED'}, "
+                  f"range proof of leaf {bad_leaf} FAILS")
+    provider_id = forged.provider_id
+    bond = chain.provider(provider_id).bond
+    with timer.phase("challenge"):
+        gas["challenge"] = chain.challenge_bundle_leaf(forged, bad_leaf,
+                                                       sender=challenger)["gasUsed"]
+    status = chain.epoch(provider_id, forged.epoch_id).status.name.lower()
+    credited = chain.balance_of(challenger)
+    if status != "rejected" or credited != bond or chain.provider(provider_id).bond != 0:
+        raise DemoError(f"challenge outcome wrong: status {status}, credited {credited}")
+    console.print(f"challenge of leaf {bad_leaf}: epoch {status}, bond of {bond} wei slashed "
+                  f"to the challenger")
+    return {"outcome": "rejected", "epoch_id": forged.epoch_id, "bad_leaf": bad_leaf,
+            "units_moved": shift, "bond_slashed_wei": bond, "challenger_credit_wei": credited,
+            "total_units": forged.total, "on_chain_status": status}
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The closing table."""
+    table = Table(title="zkmeter demo")
+    table.add_column("what")
+    table.add_column("value")
+    rows = [
+        ("outcome", summary["outcome"]),
+        ("users / requests sent / retries", f"{summary['users']} / {summary['requests_sent']}"
+                                            f" / {summary['retries']}"),
+        ("tokens (in / out / cached / reasoning)", " / ".join(
+            str(summary["tokens"][k]) for k in ("input", "output", "cached_input",
+                                                 "reasoning"))),
+        ("total units V", str(summary["total_units"])),
+        ("gas", ", ".join(f"{k} {v:,}" for k, v in summary["gas"].items())),
+    ]
+    if summary["outcome"] == "settled":
+        rows.append(("payment", f"{summary['payment_wei']} wei = V x "
+                                f"{summary['unit_price_wei']} wei"))
+    else:
+        rows.append(("slashed bond", f"{summary['bond_slashed_wei']} wei to the challenger"))
+    rows += [("seconds per phase", ", ".join(f"{k} {v}" for k, v in
+                                             summary["seconds"].items())),
+             ("artifacts", summary["artifacts"])]
+    for what, value in rows:
+        table.add_row(what, value)
+    console.print(table)

@@ -121,6 +121,7 @@ class BackgroundServer:
                                              self.loop).result(timeout=90)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        self.loop.close()
 
 
 def _verify_cli(*args: str) -> dict[str, Any]:

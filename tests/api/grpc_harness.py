@@ -22,3 +22,4 @@ class ServerThread:
         asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        self.loop.close()

@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from prover.cli_chain import app as chain_app
 from prover.errors import ConfigError, MeteringError
 
 if TYPE_CHECKING:  # the server stack is imported only when a command needs it
@@ -26,6 +27,7 @@ epoch_app = typer.Typer(help="Close and inspect billing epochs.", no_args_is_hel
 keys_app = typer.Typer(help="Generate provider and gateway keys.", no_args_is_help=True)
 app.add_typer(epoch_app, name="epoch")
 app.add_typer(keys_app, name="keys")
+app.add_typer(chain_app, name="chain")
 _err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]

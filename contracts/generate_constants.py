@@ -5,7 +5,8 @@
 
 The Solidity constants are the generators of PROTOCOL.md §3 for one 32-bit range proof
 (n = 32, m = 1): the Pedersen blinding base H, the inner-product base U, and G_0..G_31,
-H_0..H_31 packed as 64-byte ``x || y`` records. tests/contracts/test_build.py re-derives them.
+H_0..H_31 as immediates of the unrolled vector part of the verification MSM (cheaper than
+any table in memory). tests/contracts/test_build.py re-derives them.
 """
 
 import sys
@@ -27,25 +28,33 @@ TARGET = ROOT / "contracts" / "src" / "BulletproofGenerators.sol"
 SIZE = 32
 
 
-def _packed(label: bytes) -> str:
-    return "".join(f"{p.x:064x}{p.y:064x}" for p in (hash_to_g1(label, i) for i in range(SIZE)))
+def _term(x: int, y: int, coef: str) -> list[str]:
+    """acc += coef * (x, y): ECMUL into the scratch words at t, then ECADD into acc."""
+    return [
+        f"            mstore(t, 0x{x:064x})",
+        f"            mstore(add(t, 0x20), 0x{y:064x})",
+        f"            mstore(add(t, 0x40), {coef})",
+        "            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))",
+        "            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))",
+    ]
 
 
-def _chunks(hexstr: str, width: int = 128) -> str:
-    """Split a hex literal into `hex"..."` pieces, one 64-byte point per line."""
-    return "\n".join(
-        f'        hex"{hexstr[i:i + width]}"' for i in range(0, len(hexstr), width)
-    )
-
-
-def _table() -> str:
-    """Assembly stores of G_0..G_31 then H_0..H_31 (x, y) at ptr, ptr + 0x20, ..."""
-    points = [hash_to_g1(BP_G_LABEL, i) for i in range(SIZE)]
-    points += [hash_to_g1(BP_H_LABEL, i) for i in range(SIZE)]
-    lines = []
-    for k, pt in enumerate(points):
-        lines.append(f"            mstore(add(ptr, 0x{64 * k:x}), 0x{pt.x:064x})")
-        lines.append(f"            mstore(add(ptr, 0x{64 * k + 32:x}), 0x{pt.y:064x})")
+def _vector_terms() -> str:
+    """The 64 vector terms, unrolled with the generators as immediates."""
+    lines: list[str] = []
+    for i in range(SIZE):
+        g = hash_to_g1(BP_G_LABEL, i)
+        h = hash_to_g1(BP_H_LABEL, i)
+        lines.append(f"            // G_{i}: -z - a s_{i}")
+        lines += _term(g.x, g.y,
+                       f"sub(R, addmod(z, mulmod(a, mload(add(s, 0x{32 * i:x})), R), R))")
+        lines.append(f"            // H_{i}: z + (z^2 2^{i} - b s_{SIZE - 1 - i}) y^-{i}")
+        mirror = 32 * (SIZE - 1 - i)
+        lines.append(f"            k := sub(R, mulmod(b, mload(add(s, 0x{mirror:x})), R))")
+        lines += _term(h.x, h.y, "addmod(z, mulmod(addmod(zeta, k, R), yip, R), R)")
+        if i < SIZE - 1:
+            lines.append("            zeta := addmod(zeta, zeta, R)")
+            lines.append("            yip := mulmod(yip, yInv, R)")
     return "\n".join(lines)
 
 
@@ -60,6 +69,8 @@ pragma solidity 0.8.37;
 /// @title The generators of zkmeter range proofs (PROTOCOL.md §3), for n = 32, m = 1
 /// @notice Every point is hash_to_g1(label, index): keccak256 try-and-increment under the
 ///         domain tag "ZKMETER_H2G1_V1_", so nobody knows a discrete log between any two.
+///         G_i = hash_to_g1("bulletproofs.G", i) and H_i = hash_to_g1("bulletproofs.H", i),
+///         i = 0..31, appear as immediates in `vectorTerms`, in that order (G_i, then H_i).
 library BulletproofGenerators {{
     /// @notice H = hash_to_g1("pedersen.H", 0), the blinding base of commitments.
     uint256 internal constant H_X = 0x{h.x:064x};
@@ -67,21 +78,26 @@ library BulletproofGenerators {{
     /// @notice U = hash_to_g1("bulletproofs.U", 0), the inner-product base.
     uint256 internal constant U_X = 0x{u.x:064x};
     uint256 internal constant U_Y = 0x{u.y:064x};
-    /// @notice G_i = hash_to_g1("bulletproofs.G", i), i = 0..31, as 64-byte x || y records.
-    bytes internal constant GS =
-{_chunks(_packed(BP_G_LABEL))};
-    /// @notice H_i = hash_to_g1("bulletproofs.H", i), i = 0..31, as 64-byte x || y records.
-    bytes internal constant HS =
-{_chunks(_packed(BP_H_LABEL))};
 
-    /// @notice Writes G_0..G_31 then H_0..H_31 as (x, y) words to fresh memory (4096 bytes,
-    ///         G_i at ptr + 64 i, H_i at ptr + 2048 + 64 i): the same points as GS and HS,
-    ///         as immediate stores (about 1,200 gas, far cheaper than copying a bytes constant).
-    function table() internal pure returns (uint256 ptr) {{
+    /// @notice acc += sum_i (-z - a s_i) G_i + sum_i (z + (z^2 2^i - b s_(31-i)) y^-i) H_i
+    ///         (PROTOCOL.md §6), unrolled, generators as immediates.
+    /// @param acc Memory: acc.x, acc.y, then 0x60 bytes of scratch, then z, a, b.
+    /// @param work Memory: y^-1, u_1^-1..u_5^-1, then s_0..s_31.
+    /// @return ok False iff a precompile call failed (out of gas).
+    function vectorTerms(uint256 acc, uint256 work) internal view returns (bool ok) {{
         assembly ("memory-safe") {{
-            ptr := mload(0x40)
-            mstore(0x40, add(ptr, 0x1000))
-{_table()}
+            let R := 21888242871839275222246405745257275088548364400416034343698204186575808495617
+            let t := add(acc, 0x40)
+            let z := mload(add(acc, 0xa0))
+            let a := mload(add(acc, 0xc0))
+            let b := mload(add(acc, 0xe0))
+            let yInv := mload(work)
+            let s := add(work, 0xc0)
+            let zeta := mulmod(z, z, R)
+            let yip := 1
+            let k
+            ok := 1
+{_vector_terms()}
         }}
     }}
 }}

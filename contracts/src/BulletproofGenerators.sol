@@ -5,6 +5,8 @@ pragma solidity 0.8.37;
 /// @title The generators of zkmeter range proofs (PROTOCOL.md §3), for n = 32, m = 1
 /// @notice Every point is hash_to_g1(label, index): keccak256 try-and-increment under the
 ///         domain tag "ZKMETER_H2G1_V1_", so nobody knows a discrete log between any two.
+///         G_i = hash_to_g1("bulletproofs.G", i) and H_i = hash_to_g1("bulletproofs.H", i),
+///         i = 0..31, appear as immediates in `vectorTerms`, in that order (G_i, then H_i).
 library BulletproofGenerators {
     /// @notice H = hash_to_g1("pedersen.H", 0), the blinding base of commitments.
     uint256 internal constant H_X = 0x0acbff9d494e5f5293292e2e0174f2ad32ab99a1aa920b5335df1b39f1cdd387;
@@ -12,210 +14,503 @@ library BulletproofGenerators {
     /// @notice U = hash_to_g1("bulletproofs.U", 0), the inner-product base.
     uint256 internal constant U_X = 0x21050e96108219851c3185f43d0d7ba82233134cd0d7afff9036274fec7bbb7a;
     uint256 internal constant U_Y = 0x13b6cfe6fe7c0ef4ab8a42e562870488f86fa937279f9a327801120990d9e902;
-    /// @notice G_i = hash_to_g1("bulletproofs.G", i), i = 0..31, as 64-byte x || y records.
-    bytes internal constant GS =
-        hex"0311656833107509699f13d04128095b0818449aba5e0a7575fcf7bb453a5fc51e32c73cfe5104965ade916d5ff15da8fdbf26160a12ae10ab2cf0235c21a14c"
-        hex"2d725d896c41ff56922bc516ecf31c0ef16d442358971a5d0f4ad14442787e2706b0c8a21e01da7c04a06f43caa69f4cd7f2b26c8cafc2ada1d12f27696e6a9a"
-        hex"27cad5a4bd442d696fe7aa53cab67d43d49da8ba492cb4ea0580d005a48822a61aba3f5b9ef1165d17f3172ab12d93b614e2d2fed55dfb365a62b98fd94b6d68"
-        hex"04951f1594fd8db6c5ccf08aeb3cf346656824af55b1718086bfba0408191cbc22b2b44816e051c9ded73ee2d48794785b887f4dc7a49473745c07478064d36e"
-        hex"113894d8cb8104b2c8d208f31a5e0bee3f68ba0c26d168d48eb406924c055f5019fce961b6d0aada26d91b0e7cec5e3ed1c844f9be6a5cf6e1cee8f61bdc0a78"
-        hex"2cf7830a66393d84086c2e1b810c0e1b9d1a144cf02f7bacf46518b242a15d151001adbd34b65321e947c21cc02bb106375fd9df2536f6b29a31b8303c5ba22a"
-        hex"2c79dea5c1460eb601ee76ae67739c747301d9a77630a561f6ab6d8d3d1c858311a9b7f2856e43742eac39dff54276d7f6f5cde7cd46da9d0f908cb6fc3383ec"
-        hex"28f7fb64b79c5c8e32d2e163cfaf083914cbf85eda314d660b0e8741ba5b804a203949de181bdf7361503d1d6d4e77b58a3a71e2f4045fd30f3be1ac87f566bc"
-        hex"2addf445cd2390522edb0591e14fa741fc783f48730d0f9a75ccafd9a1395c7f07c969a0347ef73de8a1f2d7571f1543164d47625160e895f6dad071b9d8e380"
-        hex"2dc7cc31694504a611e8f68b390f0f0078723e87500a1df1a4ba26714a4dc8d603ad43439b22758c098891868ccd43b0558237c1343eddbfdd70c13af56d48dc"
-        hex"19f33314c458769aa74b9936efad2aeec3c0b17af5c7be1c87300d1cd6f0bfaa24f851ed86fe7b42b23bb778bf1e52d861f83f0fc75b08ce85c43356458f7af6"
-        hex"1b3936209db87d20006d5a7f04d5c0e7dbac5453071370394b2affb246a1903803605687a69318397581efb9ba7535645109c0456009181108fe2ce0559967f0"
-        hex"1b2456ce3977e92aba39616ffbfa07b43c6b8b837415440827a18b047a8d44c42520c7f60b70e4c2921a64942ba0fa0a41486467053a8263228bbe6c151dbfba"
-        hex"02a56feeebf2608ec03f747bc728dac37709b860f88e6e074e9f60a84987725a0ef9c73c8d0f478ac541624f04b152167a8b5fe7755c09eb75ecbee4718468b0"
-        hex"2f7bd7ca2dfc0c89c1cc9a1fa63a0edbcc29501f41d311a403e876c7dc803b15189a0b804adf474f7b1526f45941d618427cec02ea4dfae1c1f4ef347fd606f6"
-        hex"2de02a643d6d3dd4ca19f0a44296b651efd86e89c8b71a16fe61360cc721c6d82e82067037d5dbe837910b94317792a8d81a706bedf34cd01237253f5bc549bc"
-        hex"0ba075b4913d7dcc4ad58a5d8d40d114e8e7ef20ceee37e4b21dbf2dc28877a81ded3b6d99fd8a796177e1b0f8ff4c7c7ce1e5b8e63a12e86d568f5eb6caea48"
-        hex"08ba7ff84b064c86abb36c9b49f019f13a9c29f101d568ff71d9d6c2f8fe668f0000c84d10d2b1d16e13089132281daf4974f0dbf01457620ce443100f1df00e"
-        hex"21361c5b17c8b92d31898e7dfb029f913c6c795efa57a74b386fb1171e8709380cb77c23484ac170a25b6a8ce0c50b079f5a0a4248c5ea6ed9cc54e951e3a49c"
-        hex"2862779a9fc8946f448562c5bb03a72a1cea64306ba6b938a461a10fd0922a8f134eb660371e78b3f82de0ff02612cb5ebe4fedf1f346e38f49dae53c25cfb8e"
-        hex"001a9d19f55a225b7f7454ab51ca5285bbadf726db6c6e7a1777f747850b352b26b852cdb3dbe480fdb1a090caad74ca79c589505e3a4e8c9065269d3e3a9fb2"
-        hex"07c57c2a21ad098e04f474bc4d0c901348df9a0fdc00434030b6beb0a68790741554ad2b6e25bcb52ebc1cd30e93168e2bd7c77c942a51b89d1e8569c979e136"
-        hex"061268103c93e232c102fe5de65f65534435228b740504040b156cce513a361f190a1d7d30133955d3e25ab4d7653900bdcd78cfad2caa222f06b5bea5425d06"
-        hex"24f4d7e7d00791d5aa79c963b1b2e7536b59a9e6f77a988ede0847c5135b0b73281153cd50cbcf1a6c4d6b4f1fae2029d164099234486dbb2682656886df62aa"
-        hex"006bba953e0c33963c2835e3ad973cc1044fbaf0a101dee847bfc7d6ccbf9d2b26caa4775dc763cc3fb0f77a351f61f02f012105efdcdc8f1519b1f5984c702a"
-        hex"1ff3463f5589f403fb732f5ae90a46172198492eaa193359d5d8dfcd29823e442ddc91061610f09f717d2ba04a0cffd801c21f791c858751706332cc0c4b3a24"
-        hex"0ddaef6b70280a32e8883af58c00da3525ed2c7980c802338ba624987b32e24d1756588650bf70c89f78c771b60ccd6163031d94e3f77b42ff28d5ad1f2524de"
-        hex"0df1384ed73a0d1fbe2823f7153d226811570c50aab38311e088810460d2c37e25a6321eceb3c87581e81d9fc1728de6c17962e14264e723d21d7ccd47a53bf4"
-        hex"17e50736f86764df119742d2b40b264fb824d109b7f3b55b47260dc0c09ec45d040a19280620048de29e75244547bbb39abf11d8e178f36d44ee75aa7491e570"
-        hex"272881c3a6fdf4063b4407839e0f32cc2cde4dffc9d2055d2d77ae55de2621ff1d52bfd919965ff3970b59af7e8037a1712bca57d107844552ea7abc091a3372"
-        hex"03afbd574d77866491ee6c0a597d9d2ea6494d6af0c496de1291afe88ca4083d2a9d55ca2e7eba3a9c0bff765032e503c3dee70dd6cb69d7b68dd52f869e0e50"
-        hex"1e34afbbd6c4c6e0a0115cacb74a6c466243d9bfcb3a49b5eba368e4b76cbaae1c1f7a8c9b6f3554f5eec94c837a8d6c4e4e7b88b7b64cba481887a244f9cac8";
-    /// @notice H_i = hash_to_g1("bulletproofs.H", i), i = 0..31, as 64-byte x || y records.
-    bytes internal constant HS =
-        hex"069317e51a639678407cb0ff214d2e5931e59c7e09eee3dc0d1cbcff0cdbd8d717008f955469cf1bdb8f795b67174622583cea3dfddc2044cc1dfbedf9b86a3c"
-        hex"1053f76e43b25fc461fb8b72ed2e2faf22666aa4428f7d4f6543f834455c5dce0806ad1576ae35dfe27dd0bd6e491c5534ff4d66cbf1e5f6cff4f227487cb764"
-        hex"240d065b3e219170ff56973c3a2c0ce8c9369945512aa363cc6797ccc86931842f6cd27c94dc27349759fe5e3c7b4b3c8311a340cf020529ea992d7660b4eeea"
-        hex"18a9155329c84f3dd71ef2d8a32665575686d55f599749d769f23dd50c469fe4110e671c63e17f5fba677fcfbdd0b04ea3a65f64609247697f32dab757ed89a2"
-        hex"1c6a9c53cf939ad571960ed7f1154b6eee2711d0c2d307884ba7c7da7774d59a28fae0849a0f4df4c322afd918936826cab4488aed95ef2934c99e9302748e2c"
-        hex"2aa0e4304df1b022bb71974b1c6e23643a5e7f5f28aeae41fa98c70172c4043416dd626a1fce3127d7200aea6f5ddaa737f45ea7ebadf7254242389b4202a7e4"
-        hex"13754dfe5e299ae6abc16c051f660eda7a7d9d5d34cec5bbe7f29fa53b3fb43d1096c5590ac5e2ef7c411bd052fff963f8eae38e5a445eec52c6e2bed382b1ee"
-        hex"23ffa82a3b34199c888f24fc3b73ba33ecdc27da53231eed59082dcbd70169541cd38b3db6566db985384b56e9b49b5ed6130d6a424abfa9915d9b09c1a7f11c"
-        hex"27cd1fcf03fa48537140620ecef3d0840ea055d63c92676cfa38152e06c013412ff28484fa8395fbc895c8465fa0c71a40d173db1f5c99b31bc7d7f669212170"
-        hex"2e4520462a42e0f0dff6b06dab62d4fc54744a34a358fa782c229eb3c7779ab30c361b8a668b3db552d4f3788841146fcc0bd16c36bcd88a65140dc24c127dae"
-        hex"2b41b6b501993953e792f3fcb4c4ed45dc0017e1b895bcb4d6ff7c10f2c61caf29b031e8ac2e1823c4ca49ebed3a5118d8b23808c1bccd02b6081b49a3acea1a"
-        hex"1014a20fd5d7692d372b7d6a3b6f231596db563660b1f6746b64d635e3ea216525c9f399db2d487ed34b9903dd69c1cd90daffacc6e225b76c759df3c2d95364"
-        hex"1e4504eb92e9dcd4d19be035d3d1af802fc8692be73616fe32014162854070cd0008b61877cd01fb576306b221216f14dab7ff62536d5eebb13c62c927cb58da"
-        hex"0c3e16b4c40e67fc7ba4102ad317c6a09184f85ae6999ae6351e87405cb4729f2995e4c4e80020881b68cfc0502ac02121ff7a4a4aa527b7ef6ea5ec88812dda"
-        hex"17dc109c0d93c714c5c6d53b5ff66bfb6d57002e9410533757a5c1dcefaa1faf1396a6f4c47cac27934f20718667f87608586253510957d99af1ec9a35e339ba"
-        hex"1c30eb64f5bd0c6a07bf362db9dbf6b9b23e720080ebbecb06865a84cb261d0613a02d849a5c1f87d75bb429751e780782f8acb34adb4b944c29feab051d6a4e"
-        hex"290481bc1c098db250b7c4c308172220794c46c2543226f2b36b46dd98263aa927aaff453c59c1b8370809d93c1caae25703cf37db90418778081c22ea73771a"
-        hex"1b37f1549f411451162d5ad0e567af1efeff72a6710d01c4dc265c735d436b3009c2ce73a104958608b24f21831fef2c6029a63d6c2544828acb7f2cf6affe6e"
-        hex"105747e76f104a6dc809e77327692f47d5018f318a252a996777d5621583ac601d21300fbd4e59c3c0804807bb242166c19f2aec011175f29eec255cb8638230"
-        hex"0bbe6c5b92e19852e8dadbac7f3fa00643d8d866886671c54075fefe49c519450c117ffd31e598e4469be3c12f7a55f4465a4cea30ed8e25882755a5a5b45ca8"
-        hex"09fa98a2b73d3307d4227c6a2bf6a8f572da945e0a13bfbd44e63b2d5c9a001a18d4a9fdc19fec4aaf329d4016a6675fdfe2e705f255c3157bb2c693ccb42460"
-        hex"08c09a81661b612470fe14e43d74d8f0e22420e357c611b464190a91df9ecd4b281354e964fdfd2f717d4250c6ec4bf6779bffe05c32d2dfa6a816e88a1ebf5c"
-        hex"17842ddce8b950438d36819c16510bfeee269be8c11196283f5c0ff7718d6b3117bd1de95fa55ea0cd5a1fa91ebe91057b6df7bd6dbc39ab230e30e9e6c5bcbc"
-        hex"2b7dbd98446389ac9749ca801d36762acc59f44451d1bdcf85f7104d3895b18711a412184341fee30b62d7cc5311969d38a54190ee4b7e81d068e64cf7a02b20"
-        hex"25bf90ae0c1e97708a0a9db0b74f1ccad6fefc19652f81268e1506213ba32b1c0e1050e0114f6a5c2e4ffae3a8b1d5622e7c57f033f9d674fcd282ce0ea86352"
-        hex"0256e0647acd7e590b0bb8053c469da684a7b0f5957a3bd5c7e557049714aef0225299dd175fe6dfb34f7e9615344e4f576e092839f051ea7ab1983174ff5a72"
-        hex"1c0ce6566ca103269f1bd1fa7df16fbe3bcbe3efeee1c98ef96e85477468d359193a9addc4b27569fa4614e4747e6729eba7de306a9bce55eaae6eaced8b4308"
-        hex"172cc1f3e592e7f0a25889109cb2c8a0540963b6cacc1650099ff957156e33f013070cb1a6062a4f70ba3329b08849ef41d3ee7ea0cd6f2c293c3297898d2d02"
-        hex"0e9ffe9049a418c74d3536c70ae4ae9d15b566fcc163c760602c0aaebe79d3f42d700c3d2011698afa4c39ebf6317fd84aee6814018b2780d397ffdb1f9b5c30"
-        hex"27cd2018dd222264c2407d4524c1974e212b74ef9a66c787e83de9509662ee6f20ca28b03a5c0ab2b84af2ef442251a4128a2f376ea1c75f41a93411efc38556"
-        hex"2b2df2015c587aa14c5ef5763e50db7d76f8d4725372d95bf1fae18be938fd2d16347733afc942be537af720a1bd8f09c38827af121aa680eff81864b1ec2336"
-        hex"17938ee09ce916c890c19021ff21215e5466044975c2bce0e544a217a685848c0777a62719e8b96a283097c1e2d1d18caf0fb1916dca4a72a8d1b1ebc2bf101a";
 
-    /// @notice Writes G_0..G_31 then H_0..H_31 as (x, y) words to fresh memory (4096 bytes,
-    ///         G_i at ptr + 64 i, H_i at ptr + 2048 + 64 i): the same points as GS and HS,
-    ///         as immediate stores (about 1,200 gas, far cheaper than copying a bytes constant).
-    function table() internal pure returns (uint256 ptr) {
+    /// @notice acc += sum_i (-z - a s_i) G_i + sum_i (z + (z^2 2^i - b s_(31-i)) y^-i) H_i
+    ///         (PROTOCOL.md §6), unrolled, generators as immediates.
+    /// @param acc Memory: acc.x, acc.y, then 0x60 bytes of scratch, then z, a, b.
+    /// @param work Memory: y^-1, u_1^-1..u_5^-1, then s_0..s_31.
+    /// @return ok False iff a precompile call failed (out of gas).
+    function vectorTerms(uint256 acc, uint256 work) internal view returns (bool ok) {
         assembly ("memory-safe") {
-            ptr := mload(0x40)
-            mstore(0x40, add(ptr, 0x1000))
-            mstore(add(ptr, 0x0), 0x0311656833107509699f13d04128095b0818449aba5e0a7575fcf7bb453a5fc5)
-            mstore(add(ptr, 0x20), 0x1e32c73cfe5104965ade916d5ff15da8fdbf26160a12ae10ab2cf0235c21a14c)
-            mstore(add(ptr, 0x40), 0x2d725d896c41ff56922bc516ecf31c0ef16d442358971a5d0f4ad14442787e27)
-            mstore(add(ptr, 0x60), 0x06b0c8a21e01da7c04a06f43caa69f4cd7f2b26c8cafc2ada1d12f27696e6a9a)
-            mstore(add(ptr, 0x80), 0x27cad5a4bd442d696fe7aa53cab67d43d49da8ba492cb4ea0580d005a48822a6)
-            mstore(add(ptr, 0xa0), 0x1aba3f5b9ef1165d17f3172ab12d93b614e2d2fed55dfb365a62b98fd94b6d68)
-            mstore(add(ptr, 0xc0), 0x04951f1594fd8db6c5ccf08aeb3cf346656824af55b1718086bfba0408191cbc)
-            mstore(add(ptr, 0xe0), 0x22b2b44816e051c9ded73ee2d48794785b887f4dc7a49473745c07478064d36e)
-            mstore(add(ptr, 0x100), 0x113894d8cb8104b2c8d208f31a5e0bee3f68ba0c26d168d48eb406924c055f50)
-            mstore(add(ptr, 0x120), 0x19fce961b6d0aada26d91b0e7cec5e3ed1c844f9be6a5cf6e1cee8f61bdc0a78)
-            mstore(add(ptr, 0x140), 0x2cf7830a66393d84086c2e1b810c0e1b9d1a144cf02f7bacf46518b242a15d15)
-            mstore(add(ptr, 0x160), 0x1001adbd34b65321e947c21cc02bb106375fd9df2536f6b29a31b8303c5ba22a)
-            mstore(add(ptr, 0x180), 0x2c79dea5c1460eb601ee76ae67739c747301d9a77630a561f6ab6d8d3d1c8583)
-            mstore(add(ptr, 0x1a0), 0x11a9b7f2856e43742eac39dff54276d7f6f5cde7cd46da9d0f908cb6fc3383ec)
-            mstore(add(ptr, 0x1c0), 0x28f7fb64b79c5c8e32d2e163cfaf083914cbf85eda314d660b0e8741ba5b804a)
-            mstore(add(ptr, 0x1e0), 0x203949de181bdf7361503d1d6d4e77b58a3a71e2f4045fd30f3be1ac87f566bc)
-            mstore(add(ptr, 0x200), 0x2addf445cd2390522edb0591e14fa741fc783f48730d0f9a75ccafd9a1395c7f)
-            mstore(add(ptr, 0x220), 0x07c969a0347ef73de8a1f2d7571f1543164d47625160e895f6dad071b9d8e380)
-            mstore(add(ptr, 0x240), 0x2dc7cc31694504a611e8f68b390f0f0078723e87500a1df1a4ba26714a4dc8d6)
-            mstore(add(ptr, 0x260), 0x03ad43439b22758c098891868ccd43b0558237c1343eddbfdd70c13af56d48dc)
-            mstore(add(ptr, 0x280), 0x19f33314c458769aa74b9936efad2aeec3c0b17af5c7be1c87300d1cd6f0bfaa)
-            mstore(add(ptr, 0x2a0), 0x24f851ed86fe7b42b23bb778bf1e52d861f83f0fc75b08ce85c43356458f7af6)
-            mstore(add(ptr, 0x2c0), 0x1b3936209db87d20006d5a7f04d5c0e7dbac5453071370394b2affb246a19038)
-            mstore(add(ptr, 0x2e0), 0x03605687a69318397581efb9ba7535645109c0456009181108fe2ce0559967f0)
-            mstore(add(ptr, 0x300), 0x1b2456ce3977e92aba39616ffbfa07b43c6b8b837415440827a18b047a8d44c4)
-            mstore(add(ptr, 0x320), 0x2520c7f60b70e4c2921a64942ba0fa0a41486467053a8263228bbe6c151dbfba)
-            mstore(add(ptr, 0x340), 0x02a56feeebf2608ec03f747bc728dac37709b860f88e6e074e9f60a84987725a)
-            mstore(add(ptr, 0x360), 0x0ef9c73c8d0f478ac541624f04b152167a8b5fe7755c09eb75ecbee4718468b0)
-            mstore(add(ptr, 0x380), 0x2f7bd7ca2dfc0c89c1cc9a1fa63a0edbcc29501f41d311a403e876c7dc803b15)
-            mstore(add(ptr, 0x3a0), 0x189a0b804adf474f7b1526f45941d618427cec02ea4dfae1c1f4ef347fd606f6)
-            mstore(add(ptr, 0x3c0), 0x2de02a643d6d3dd4ca19f0a44296b651efd86e89c8b71a16fe61360cc721c6d8)
-            mstore(add(ptr, 0x3e0), 0x2e82067037d5dbe837910b94317792a8d81a706bedf34cd01237253f5bc549bc)
-            mstore(add(ptr, 0x400), 0x0ba075b4913d7dcc4ad58a5d8d40d114e8e7ef20ceee37e4b21dbf2dc28877a8)
-            mstore(add(ptr, 0x420), 0x1ded3b6d99fd8a796177e1b0f8ff4c7c7ce1e5b8e63a12e86d568f5eb6caea48)
-            mstore(add(ptr, 0x440), 0x08ba7ff84b064c86abb36c9b49f019f13a9c29f101d568ff71d9d6c2f8fe668f)
-            mstore(add(ptr, 0x460), 0x0000c84d10d2b1d16e13089132281daf4974f0dbf01457620ce443100f1df00e)
-            mstore(add(ptr, 0x480), 0x21361c5b17c8b92d31898e7dfb029f913c6c795efa57a74b386fb1171e870938)
-            mstore(add(ptr, 0x4a0), 0x0cb77c23484ac170a25b6a8ce0c50b079f5a0a4248c5ea6ed9cc54e951e3a49c)
-            mstore(add(ptr, 0x4c0), 0x2862779a9fc8946f448562c5bb03a72a1cea64306ba6b938a461a10fd0922a8f)
-            mstore(add(ptr, 0x4e0), 0x134eb660371e78b3f82de0ff02612cb5ebe4fedf1f346e38f49dae53c25cfb8e)
-            mstore(add(ptr, 0x500), 0x001a9d19f55a225b7f7454ab51ca5285bbadf726db6c6e7a1777f747850b352b)
-            mstore(add(ptr, 0x520), 0x26b852cdb3dbe480fdb1a090caad74ca79c589505e3a4e8c9065269d3e3a9fb2)
-            mstore(add(ptr, 0x540), 0x07c57c2a21ad098e04f474bc4d0c901348df9a0fdc00434030b6beb0a6879074)
-            mstore(add(ptr, 0x560), 0x1554ad2b6e25bcb52ebc1cd30e93168e2bd7c77c942a51b89d1e8569c979e136)
-            mstore(add(ptr, 0x580), 0x061268103c93e232c102fe5de65f65534435228b740504040b156cce513a361f)
-            mstore(add(ptr, 0x5a0), 0x190a1d7d30133955d3e25ab4d7653900bdcd78cfad2caa222f06b5bea5425d06)
-            mstore(add(ptr, 0x5c0), 0x24f4d7e7d00791d5aa79c963b1b2e7536b59a9e6f77a988ede0847c5135b0b73)
-            mstore(add(ptr, 0x5e0), 0x281153cd50cbcf1a6c4d6b4f1fae2029d164099234486dbb2682656886df62aa)
-            mstore(add(ptr, 0x600), 0x006bba953e0c33963c2835e3ad973cc1044fbaf0a101dee847bfc7d6ccbf9d2b)
-            mstore(add(ptr, 0x620), 0x26caa4775dc763cc3fb0f77a351f61f02f012105efdcdc8f1519b1f5984c702a)
-            mstore(add(ptr, 0x640), 0x1ff3463f5589f403fb732f5ae90a46172198492eaa193359d5d8dfcd29823e44)
-            mstore(add(ptr, 0x660), 0x2ddc91061610f09f717d2ba04a0cffd801c21f791c858751706332cc0c4b3a24)
-            mstore(add(ptr, 0x680), 0x0ddaef6b70280a32e8883af58c00da3525ed2c7980c802338ba624987b32e24d)
-            mstore(add(ptr, 0x6a0), 0x1756588650bf70c89f78c771b60ccd6163031d94e3f77b42ff28d5ad1f2524de)
-            mstore(add(ptr, 0x6c0), 0x0df1384ed73a0d1fbe2823f7153d226811570c50aab38311e088810460d2c37e)
-            mstore(add(ptr, 0x6e0), 0x25a6321eceb3c87581e81d9fc1728de6c17962e14264e723d21d7ccd47a53bf4)
-            mstore(add(ptr, 0x700), 0x17e50736f86764df119742d2b40b264fb824d109b7f3b55b47260dc0c09ec45d)
-            mstore(add(ptr, 0x720), 0x040a19280620048de29e75244547bbb39abf11d8e178f36d44ee75aa7491e570)
-            mstore(add(ptr, 0x740), 0x272881c3a6fdf4063b4407839e0f32cc2cde4dffc9d2055d2d77ae55de2621ff)
-            mstore(add(ptr, 0x760), 0x1d52bfd919965ff3970b59af7e8037a1712bca57d107844552ea7abc091a3372)
-            mstore(add(ptr, 0x780), 0x03afbd574d77866491ee6c0a597d9d2ea6494d6af0c496de1291afe88ca4083d)
-            mstore(add(ptr, 0x7a0), 0x2a9d55ca2e7eba3a9c0bff765032e503c3dee70dd6cb69d7b68dd52f869e0e50)
-            mstore(add(ptr, 0x7c0), 0x1e34afbbd6c4c6e0a0115cacb74a6c466243d9bfcb3a49b5eba368e4b76cbaae)
-            mstore(add(ptr, 0x7e0), 0x1c1f7a8c9b6f3554f5eec94c837a8d6c4e4e7b88b7b64cba481887a244f9cac8)
-            mstore(add(ptr, 0x800), 0x069317e51a639678407cb0ff214d2e5931e59c7e09eee3dc0d1cbcff0cdbd8d7)
-            mstore(add(ptr, 0x820), 0x17008f955469cf1bdb8f795b67174622583cea3dfddc2044cc1dfbedf9b86a3c)
-            mstore(add(ptr, 0x840), 0x1053f76e43b25fc461fb8b72ed2e2faf22666aa4428f7d4f6543f834455c5dce)
-            mstore(add(ptr, 0x860), 0x0806ad1576ae35dfe27dd0bd6e491c5534ff4d66cbf1e5f6cff4f227487cb764)
-            mstore(add(ptr, 0x880), 0x240d065b3e219170ff56973c3a2c0ce8c9369945512aa363cc6797ccc8693184)
-            mstore(add(ptr, 0x8a0), 0x2f6cd27c94dc27349759fe5e3c7b4b3c8311a340cf020529ea992d7660b4eeea)
-            mstore(add(ptr, 0x8c0), 0x18a9155329c84f3dd71ef2d8a32665575686d55f599749d769f23dd50c469fe4)
-            mstore(add(ptr, 0x8e0), 0x110e671c63e17f5fba677fcfbdd0b04ea3a65f64609247697f32dab757ed89a2)
-            mstore(add(ptr, 0x900), 0x1c6a9c53cf939ad571960ed7f1154b6eee2711d0c2d307884ba7c7da7774d59a)
-            mstore(add(ptr, 0x920), 0x28fae0849a0f4df4c322afd918936826cab4488aed95ef2934c99e9302748e2c)
-            mstore(add(ptr, 0x940), 0x2aa0e4304df1b022bb71974b1c6e23643a5e7f5f28aeae41fa98c70172c40434)
-            mstore(add(ptr, 0x960), 0x16dd626a1fce3127d7200aea6f5ddaa737f45ea7ebadf7254242389b4202a7e4)
-            mstore(add(ptr, 0x980), 0x13754dfe5e299ae6abc16c051f660eda7a7d9d5d34cec5bbe7f29fa53b3fb43d)
-            mstore(add(ptr, 0x9a0), 0x1096c5590ac5e2ef7c411bd052fff963f8eae38e5a445eec52c6e2bed382b1ee)
-            mstore(add(ptr, 0x9c0), 0x23ffa82a3b34199c888f24fc3b73ba33ecdc27da53231eed59082dcbd7016954)
-            mstore(add(ptr, 0x9e0), 0x1cd38b3db6566db985384b56e9b49b5ed6130d6a424abfa9915d9b09c1a7f11c)
-            mstore(add(ptr, 0xa00), 0x27cd1fcf03fa48537140620ecef3d0840ea055d63c92676cfa38152e06c01341)
-            mstore(add(ptr, 0xa20), 0x2ff28484fa8395fbc895c8465fa0c71a40d173db1f5c99b31bc7d7f669212170)
-            mstore(add(ptr, 0xa40), 0x2e4520462a42e0f0dff6b06dab62d4fc54744a34a358fa782c229eb3c7779ab3)
-            mstore(add(ptr, 0xa60), 0x0c361b8a668b3db552d4f3788841146fcc0bd16c36bcd88a65140dc24c127dae)
-            mstore(add(ptr, 0xa80), 0x2b41b6b501993953e792f3fcb4c4ed45dc0017e1b895bcb4d6ff7c10f2c61caf)
-            mstore(add(ptr, 0xaa0), 0x29b031e8ac2e1823c4ca49ebed3a5118d8b23808c1bccd02b6081b49a3acea1a)
-            mstore(add(ptr, 0xac0), 0x1014a20fd5d7692d372b7d6a3b6f231596db563660b1f6746b64d635e3ea2165)
-            mstore(add(ptr, 0xae0), 0x25c9f399db2d487ed34b9903dd69c1cd90daffacc6e225b76c759df3c2d95364)
-            mstore(add(ptr, 0xb00), 0x1e4504eb92e9dcd4d19be035d3d1af802fc8692be73616fe32014162854070cd)
-            mstore(add(ptr, 0xb20), 0x0008b61877cd01fb576306b221216f14dab7ff62536d5eebb13c62c927cb58da)
-            mstore(add(ptr, 0xb40), 0x0c3e16b4c40e67fc7ba4102ad317c6a09184f85ae6999ae6351e87405cb4729f)
-            mstore(add(ptr, 0xb60), 0x2995e4c4e80020881b68cfc0502ac02121ff7a4a4aa527b7ef6ea5ec88812dda)
-            mstore(add(ptr, 0xb80), 0x17dc109c0d93c714c5c6d53b5ff66bfb6d57002e9410533757a5c1dcefaa1faf)
-            mstore(add(ptr, 0xba0), 0x1396a6f4c47cac27934f20718667f87608586253510957d99af1ec9a35e339ba)
-            mstore(add(ptr, 0xbc0), 0x1c30eb64f5bd0c6a07bf362db9dbf6b9b23e720080ebbecb06865a84cb261d06)
-            mstore(add(ptr, 0xbe0), 0x13a02d849a5c1f87d75bb429751e780782f8acb34adb4b944c29feab051d6a4e)
-            mstore(add(ptr, 0xc00), 0x290481bc1c098db250b7c4c308172220794c46c2543226f2b36b46dd98263aa9)
-            mstore(add(ptr, 0xc20), 0x27aaff453c59c1b8370809d93c1caae25703cf37db90418778081c22ea73771a)
-            mstore(add(ptr, 0xc40), 0x1b37f1549f411451162d5ad0e567af1efeff72a6710d01c4dc265c735d436b30)
-            mstore(add(ptr, 0xc60), 0x09c2ce73a104958608b24f21831fef2c6029a63d6c2544828acb7f2cf6affe6e)
-            mstore(add(ptr, 0xc80), 0x105747e76f104a6dc809e77327692f47d5018f318a252a996777d5621583ac60)
-            mstore(add(ptr, 0xca0), 0x1d21300fbd4e59c3c0804807bb242166c19f2aec011175f29eec255cb8638230)
-            mstore(add(ptr, 0xcc0), 0x0bbe6c5b92e19852e8dadbac7f3fa00643d8d866886671c54075fefe49c51945)
-            mstore(add(ptr, 0xce0), 0x0c117ffd31e598e4469be3c12f7a55f4465a4cea30ed8e25882755a5a5b45ca8)
-            mstore(add(ptr, 0xd00), 0x09fa98a2b73d3307d4227c6a2bf6a8f572da945e0a13bfbd44e63b2d5c9a001a)
-            mstore(add(ptr, 0xd20), 0x18d4a9fdc19fec4aaf329d4016a6675fdfe2e705f255c3157bb2c693ccb42460)
-            mstore(add(ptr, 0xd40), 0x08c09a81661b612470fe14e43d74d8f0e22420e357c611b464190a91df9ecd4b)
-            mstore(add(ptr, 0xd60), 0x281354e964fdfd2f717d4250c6ec4bf6779bffe05c32d2dfa6a816e88a1ebf5c)
-            mstore(add(ptr, 0xd80), 0x17842ddce8b950438d36819c16510bfeee269be8c11196283f5c0ff7718d6b31)
-            mstore(add(ptr, 0xda0), 0x17bd1de95fa55ea0cd5a1fa91ebe91057b6df7bd6dbc39ab230e30e9e6c5bcbc)
-            mstore(add(ptr, 0xdc0), 0x2b7dbd98446389ac9749ca801d36762acc59f44451d1bdcf85f7104d3895b187)
-            mstore(add(ptr, 0xde0), 0x11a412184341fee30b62d7cc5311969d38a54190ee4b7e81d068e64cf7a02b20)
-            mstore(add(ptr, 0xe00), 0x25bf90ae0c1e97708a0a9db0b74f1ccad6fefc19652f81268e1506213ba32b1c)
-            mstore(add(ptr, 0xe20), 0x0e1050e0114f6a5c2e4ffae3a8b1d5622e7c57f033f9d674fcd282ce0ea86352)
-            mstore(add(ptr, 0xe40), 0x0256e0647acd7e590b0bb8053c469da684a7b0f5957a3bd5c7e557049714aef0)
-            mstore(add(ptr, 0xe60), 0x225299dd175fe6dfb34f7e9615344e4f576e092839f051ea7ab1983174ff5a72)
-            mstore(add(ptr, 0xe80), 0x1c0ce6566ca103269f1bd1fa7df16fbe3bcbe3efeee1c98ef96e85477468d359)
-            mstore(add(ptr, 0xea0), 0x193a9addc4b27569fa4614e4747e6729eba7de306a9bce55eaae6eaced8b4308)
-            mstore(add(ptr, 0xec0), 0x172cc1f3e592e7f0a25889109cb2c8a0540963b6cacc1650099ff957156e33f0)
-            mstore(add(ptr, 0xee0), 0x13070cb1a6062a4f70ba3329b08849ef41d3ee7ea0cd6f2c293c3297898d2d02)
-            mstore(add(ptr, 0xf00), 0x0e9ffe9049a418c74d3536c70ae4ae9d15b566fcc163c760602c0aaebe79d3f4)
-            mstore(add(ptr, 0xf20), 0x2d700c3d2011698afa4c39ebf6317fd84aee6814018b2780d397ffdb1f9b5c30)
-            mstore(add(ptr, 0xf40), 0x27cd2018dd222264c2407d4524c1974e212b74ef9a66c787e83de9509662ee6f)
-            mstore(add(ptr, 0xf60), 0x20ca28b03a5c0ab2b84af2ef442251a4128a2f376ea1c75f41a93411efc38556)
-            mstore(add(ptr, 0xf80), 0x2b2df2015c587aa14c5ef5763e50db7d76f8d4725372d95bf1fae18be938fd2d)
-            mstore(add(ptr, 0xfa0), 0x16347733afc942be537af720a1bd8f09c38827af121aa680eff81864b1ec2336)
-            mstore(add(ptr, 0xfc0), 0x17938ee09ce916c890c19021ff21215e5466044975c2bce0e544a217a685848c)
-            mstore(add(ptr, 0xfe0), 0x0777a62719e8b96a283097c1e2d1d18caf0fb1916dca4a72a8d1b1ebc2bf101a)
+            let R := 21888242871839275222246405745257275088548364400416034343698204186575808495617
+            let t := add(acc, 0x40)
+            let z := mload(add(acc, 0xa0))
+            let a := mload(add(acc, 0xc0))
+            let b := mload(add(acc, 0xe0))
+            let yInv := mload(work)
+            let s := add(work, 0xc0)
+            let zeta := mulmod(z, z, R)
+            let yip := 1
+            let k
+            ok := 1
+            // G_0: -z - a s_0
+            mstore(t, 0x0311656833107509699f13d04128095b0818449aba5e0a7575fcf7bb453a5fc5)
+            mstore(add(t, 0x20), 0x1e32c73cfe5104965ade916d5ff15da8fdbf26160a12ae10ab2cf0235c21a14c)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_0: z + (z^2 2^0 - b s_31) y^-0
+            k := sub(R, mulmod(b, mload(add(s, 0x3e0)), R))
+            mstore(t, 0x069317e51a639678407cb0ff214d2e5931e59c7e09eee3dc0d1cbcff0cdbd8d7)
+            mstore(add(t, 0x20), 0x17008f955469cf1bdb8f795b67174622583cea3dfddc2044cc1dfbedf9b86a3c)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_1: -z - a s_1
+            mstore(t, 0x2d725d896c41ff56922bc516ecf31c0ef16d442358971a5d0f4ad14442787e27)
+            mstore(add(t, 0x20), 0x06b0c8a21e01da7c04a06f43caa69f4cd7f2b26c8cafc2ada1d12f27696e6a9a)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x20)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_1: z + (z^2 2^1 - b s_30) y^-1
+            k := sub(R, mulmod(b, mload(add(s, 0x3c0)), R))
+            mstore(t, 0x1053f76e43b25fc461fb8b72ed2e2faf22666aa4428f7d4f6543f834455c5dce)
+            mstore(add(t, 0x20), 0x0806ad1576ae35dfe27dd0bd6e491c5534ff4d66cbf1e5f6cff4f227487cb764)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_2: -z - a s_2
+            mstore(t, 0x27cad5a4bd442d696fe7aa53cab67d43d49da8ba492cb4ea0580d005a48822a6)
+            mstore(add(t, 0x20), 0x1aba3f5b9ef1165d17f3172ab12d93b614e2d2fed55dfb365a62b98fd94b6d68)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x40)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_2: z + (z^2 2^2 - b s_29) y^-2
+            k := sub(R, mulmod(b, mload(add(s, 0x3a0)), R))
+            mstore(t, 0x240d065b3e219170ff56973c3a2c0ce8c9369945512aa363cc6797ccc8693184)
+            mstore(add(t, 0x20), 0x2f6cd27c94dc27349759fe5e3c7b4b3c8311a340cf020529ea992d7660b4eeea)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_3: -z - a s_3
+            mstore(t, 0x04951f1594fd8db6c5ccf08aeb3cf346656824af55b1718086bfba0408191cbc)
+            mstore(add(t, 0x20), 0x22b2b44816e051c9ded73ee2d48794785b887f4dc7a49473745c07478064d36e)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x60)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_3: z + (z^2 2^3 - b s_28) y^-3
+            k := sub(R, mulmod(b, mload(add(s, 0x380)), R))
+            mstore(t, 0x18a9155329c84f3dd71ef2d8a32665575686d55f599749d769f23dd50c469fe4)
+            mstore(add(t, 0x20), 0x110e671c63e17f5fba677fcfbdd0b04ea3a65f64609247697f32dab757ed89a2)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_4: -z - a s_4
+            mstore(t, 0x113894d8cb8104b2c8d208f31a5e0bee3f68ba0c26d168d48eb406924c055f50)
+            mstore(add(t, 0x20), 0x19fce961b6d0aada26d91b0e7cec5e3ed1c844f9be6a5cf6e1cee8f61bdc0a78)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x80)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_4: z + (z^2 2^4 - b s_27) y^-4
+            k := sub(R, mulmod(b, mload(add(s, 0x360)), R))
+            mstore(t, 0x1c6a9c53cf939ad571960ed7f1154b6eee2711d0c2d307884ba7c7da7774d59a)
+            mstore(add(t, 0x20), 0x28fae0849a0f4df4c322afd918936826cab4488aed95ef2934c99e9302748e2c)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_5: -z - a s_5
+            mstore(t, 0x2cf7830a66393d84086c2e1b810c0e1b9d1a144cf02f7bacf46518b242a15d15)
+            mstore(add(t, 0x20), 0x1001adbd34b65321e947c21cc02bb106375fd9df2536f6b29a31b8303c5ba22a)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0xa0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_5: z + (z^2 2^5 - b s_26) y^-5
+            k := sub(R, mulmod(b, mload(add(s, 0x340)), R))
+            mstore(t, 0x2aa0e4304df1b022bb71974b1c6e23643a5e7f5f28aeae41fa98c70172c40434)
+            mstore(add(t, 0x20), 0x16dd626a1fce3127d7200aea6f5ddaa737f45ea7ebadf7254242389b4202a7e4)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_6: -z - a s_6
+            mstore(t, 0x2c79dea5c1460eb601ee76ae67739c747301d9a77630a561f6ab6d8d3d1c8583)
+            mstore(add(t, 0x20), 0x11a9b7f2856e43742eac39dff54276d7f6f5cde7cd46da9d0f908cb6fc3383ec)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0xc0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_6: z + (z^2 2^6 - b s_25) y^-6
+            k := sub(R, mulmod(b, mload(add(s, 0x320)), R))
+            mstore(t, 0x13754dfe5e299ae6abc16c051f660eda7a7d9d5d34cec5bbe7f29fa53b3fb43d)
+            mstore(add(t, 0x20), 0x1096c5590ac5e2ef7c411bd052fff963f8eae38e5a445eec52c6e2bed382b1ee)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_7: -z - a s_7
+            mstore(t, 0x28f7fb64b79c5c8e32d2e163cfaf083914cbf85eda314d660b0e8741ba5b804a)
+            mstore(add(t, 0x20), 0x203949de181bdf7361503d1d6d4e77b58a3a71e2f4045fd30f3be1ac87f566bc)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0xe0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_7: z + (z^2 2^7 - b s_24) y^-7
+            k := sub(R, mulmod(b, mload(add(s, 0x300)), R))
+            mstore(t, 0x23ffa82a3b34199c888f24fc3b73ba33ecdc27da53231eed59082dcbd7016954)
+            mstore(add(t, 0x20), 0x1cd38b3db6566db985384b56e9b49b5ed6130d6a424abfa9915d9b09c1a7f11c)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_8: -z - a s_8
+            mstore(t, 0x2addf445cd2390522edb0591e14fa741fc783f48730d0f9a75ccafd9a1395c7f)
+            mstore(add(t, 0x20), 0x07c969a0347ef73de8a1f2d7571f1543164d47625160e895f6dad071b9d8e380)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x100)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_8: z + (z^2 2^8 - b s_23) y^-8
+            k := sub(R, mulmod(b, mload(add(s, 0x2e0)), R))
+            mstore(t, 0x27cd1fcf03fa48537140620ecef3d0840ea055d63c92676cfa38152e06c01341)
+            mstore(add(t, 0x20), 0x2ff28484fa8395fbc895c8465fa0c71a40d173db1f5c99b31bc7d7f669212170)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_9: -z - a s_9
+            mstore(t, 0x2dc7cc31694504a611e8f68b390f0f0078723e87500a1df1a4ba26714a4dc8d6)
+            mstore(add(t, 0x20), 0x03ad43439b22758c098891868ccd43b0558237c1343eddbfdd70c13af56d48dc)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x120)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_9: z + (z^2 2^9 - b s_22) y^-9
+            k := sub(R, mulmod(b, mload(add(s, 0x2c0)), R))
+            mstore(t, 0x2e4520462a42e0f0dff6b06dab62d4fc54744a34a358fa782c229eb3c7779ab3)
+            mstore(add(t, 0x20), 0x0c361b8a668b3db552d4f3788841146fcc0bd16c36bcd88a65140dc24c127dae)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_10: -z - a s_10
+            mstore(t, 0x19f33314c458769aa74b9936efad2aeec3c0b17af5c7be1c87300d1cd6f0bfaa)
+            mstore(add(t, 0x20), 0x24f851ed86fe7b42b23bb778bf1e52d861f83f0fc75b08ce85c43356458f7af6)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x140)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_10: z + (z^2 2^10 - b s_21) y^-10
+            k := sub(R, mulmod(b, mload(add(s, 0x2a0)), R))
+            mstore(t, 0x2b41b6b501993953e792f3fcb4c4ed45dc0017e1b895bcb4d6ff7c10f2c61caf)
+            mstore(add(t, 0x20), 0x29b031e8ac2e1823c4ca49ebed3a5118d8b23808c1bccd02b6081b49a3acea1a)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_11: -z - a s_11
+            mstore(t, 0x1b3936209db87d20006d5a7f04d5c0e7dbac5453071370394b2affb246a19038)
+            mstore(add(t, 0x20), 0x03605687a69318397581efb9ba7535645109c0456009181108fe2ce0559967f0)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x160)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_11: z + (z^2 2^11 - b s_20) y^-11
+            k := sub(R, mulmod(b, mload(add(s, 0x280)), R))
+            mstore(t, 0x1014a20fd5d7692d372b7d6a3b6f231596db563660b1f6746b64d635e3ea2165)
+            mstore(add(t, 0x20), 0x25c9f399db2d487ed34b9903dd69c1cd90daffacc6e225b76c759df3c2d95364)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_12: -z - a s_12
+            mstore(t, 0x1b2456ce3977e92aba39616ffbfa07b43c6b8b837415440827a18b047a8d44c4)
+            mstore(add(t, 0x20), 0x2520c7f60b70e4c2921a64942ba0fa0a41486467053a8263228bbe6c151dbfba)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x180)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_12: z + (z^2 2^12 - b s_19) y^-12
+            k := sub(R, mulmod(b, mload(add(s, 0x260)), R))
+            mstore(t, 0x1e4504eb92e9dcd4d19be035d3d1af802fc8692be73616fe32014162854070cd)
+            mstore(add(t, 0x20), 0x0008b61877cd01fb576306b221216f14dab7ff62536d5eebb13c62c927cb58da)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_13: -z - a s_13
+            mstore(t, 0x02a56feeebf2608ec03f747bc728dac37709b860f88e6e074e9f60a84987725a)
+            mstore(add(t, 0x20), 0x0ef9c73c8d0f478ac541624f04b152167a8b5fe7755c09eb75ecbee4718468b0)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x1a0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_13: z + (z^2 2^13 - b s_18) y^-13
+            k := sub(R, mulmod(b, mload(add(s, 0x240)), R))
+            mstore(t, 0x0c3e16b4c40e67fc7ba4102ad317c6a09184f85ae6999ae6351e87405cb4729f)
+            mstore(add(t, 0x20), 0x2995e4c4e80020881b68cfc0502ac02121ff7a4a4aa527b7ef6ea5ec88812dda)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_14: -z - a s_14
+            mstore(t, 0x2f7bd7ca2dfc0c89c1cc9a1fa63a0edbcc29501f41d311a403e876c7dc803b15)
+            mstore(add(t, 0x20), 0x189a0b804adf474f7b1526f45941d618427cec02ea4dfae1c1f4ef347fd606f6)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x1c0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_14: z + (z^2 2^14 - b s_17) y^-14
+            k := sub(R, mulmod(b, mload(add(s, 0x220)), R))
+            mstore(t, 0x17dc109c0d93c714c5c6d53b5ff66bfb6d57002e9410533757a5c1dcefaa1faf)
+            mstore(add(t, 0x20), 0x1396a6f4c47cac27934f20718667f87608586253510957d99af1ec9a35e339ba)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_15: -z - a s_15
+            mstore(t, 0x2de02a643d6d3dd4ca19f0a44296b651efd86e89c8b71a16fe61360cc721c6d8)
+            mstore(add(t, 0x20), 0x2e82067037d5dbe837910b94317792a8d81a706bedf34cd01237253f5bc549bc)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x1e0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_15: z + (z^2 2^15 - b s_16) y^-15
+            k := sub(R, mulmod(b, mload(add(s, 0x200)), R))
+            mstore(t, 0x1c30eb64f5bd0c6a07bf362db9dbf6b9b23e720080ebbecb06865a84cb261d06)
+            mstore(add(t, 0x20), 0x13a02d849a5c1f87d75bb429751e780782f8acb34adb4b944c29feab051d6a4e)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_16: -z - a s_16
+            mstore(t, 0x0ba075b4913d7dcc4ad58a5d8d40d114e8e7ef20ceee37e4b21dbf2dc28877a8)
+            mstore(add(t, 0x20), 0x1ded3b6d99fd8a796177e1b0f8ff4c7c7ce1e5b8e63a12e86d568f5eb6caea48)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x200)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_16: z + (z^2 2^16 - b s_15) y^-16
+            k := sub(R, mulmod(b, mload(add(s, 0x1e0)), R))
+            mstore(t, 0x290481bc1c098db250b7c4c308172220794c46c2543226f2b36b46dd98263aa9)
+            mstore(add(t, 0x20), 0x27aaff453c59c1b8370809d93c1caae25703cf37db90418778081c22ea73771a)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_17: -z - a s_17
+            mstore(t, 0x08ba7ff84b064c86abb36c9b49f019f13a9c29f101d568ff71d9d6c2f8fe668f)
+            mstore(add(t, 0x20), 0x0000c84d10d2b1d16e13089132281daf4974f0dbf01457620ce443100f1df00e)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x220)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_17: z + (z^2 2^17 - b s_14) y^-17
+            k := sub(R, mulmod(b, mload(add(s, 0x1c0)), R))
+            mstore(t, 0x1b37f1549f411451162d5ad0e567af1efeff72a6710d01c4dc265c735d436b30)
+            mstore(add(t, 0x20), 0x09c2ce73a104958608b24f21831fef2c6029a63d6c2544828acb7f2cf6affe6e)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_18: -z - a s_18
+            mstore(t, 0x21361c5b17c8b92d31898e7dfb029f913c6c795efa57a74b386fb1171e870938)
+            mstore(add(t, 0x20), 0x0cb77c23484ac170a25b6a8ce0c50b079f5a0a4248c5ea6ed9cc54e951e3a49c)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x240)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_18: z + (z^2 2^18 - b s_13) y^-18
+            k := sub(R, mulmod(b, mload(add(s, 0x1a0)), R))
+            mstore(t, 0x105747e76f104a6dc809e77327692f47d5018f318a252a996777d5621583ac60)
+            mstore(add(t, 0x20), 0x1d21300fbd4e59c3c0804807bb242166c19f2aec011175f29eec255cb8638230)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_19: -z - a s_19
+            mstore(t, 0x2862779a9fc8946f448562c5bb03a72a1cea64306ba6b938a461a10fd0922a8f)
+            mstore(add(t, 0x20), 0x134eb660371e78b3f82de0ff02612cb5ebe4fedf1f346e38f49dae53c25cfb8e)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x260)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_19: z + (z^2 2^19 - b s_12) y^-19
+            k := sub(R, mulmod(b, mload(add(s, 0x180)), R))
+            mstore(t, 0x0bbe6c5b92e19852e8dadbac7f3fa00643d8d866886671c54075fefe49c51945)
+            mstore(add(t, 0x20), 0x0c117ffd31e598e4469be3c12f7a55f4465a4cea30ed8e25882755a5a5b45ca8)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_20: -z - a s_20
+            mstore(t, 0x001a9d19f55a225b7f7454ab51ca5285bbadf726db6c6e7a1777f747850b352b)
+            mstore(add(t, 0x20), 0x26b852cdb3dbe480fdb1a090caad74ca79c589505e3a4e8c9065269d3e3a9fb2)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x280)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_20: z + (z^2 2^20 - b s_11) y^-20
+            k := sub(R, mulmod(b, mload(add(s, 0x160)), R))
+            mstore(t, 0x09fa98a2b73d3307d4227c6a2bf6a8f572da945e0a13bfbd44e63b2d5c9a001a)
+            mstore(add(t, 0x20), 0x18d4a9fdc19fec4aaf329d4016a6675fdfe2e705f255c3157bb2c693ccb42460)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_21: -z - a s_21
+            mstore(t, 0x07c57c2a21ad098e04f474bc4d0c901348df9a0fdc00434030b6beb0a6879074)
+            mstore(add(t, 0x20), 0x1554ad2b6e25bcb52ebc1cd30e93168e2bd7c77c942a51b89d1e8569c979e136)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x2a0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_21: z + (z^2 2^21 - b s_10) y^-21
+            k := sub(R, mulmod(b, mload(add(s, 0x140)), R))
+            mstore(t, 0x08c09a81661b612470fe14e43d74d8f0e22420e357c611b464190a91df9ecd4b)
+            mstore(add(t, 0x20), 0x281354e964fdfd2f717d4250c6ec4bf6779bffe05c32d2dfa6a816e88a1ebf5c)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_22: -z - a s_22
+            mstore(t, 0x061268103c93e232c102fe5de65f65534435228b740504040b156cce513a361f)
+            mstore(add(t, 0x20), 0x190a1d7d30133955d3e25ab4d7653900bdcd78cfad2caa222f06b5bea5425d06)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x2c0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_22: z + (z^2 2^22 - b s_9) y^-22
+            k := sub(R, mulmod(b, mload(add(s, 0x120)), R))
+            mstore(t, 0x17842ddce8b950438d36819c16510bfeee269be8c11196283f5c0ff7718d6b31)
+            mstore(add(t, 0x20), 0x17bd1de95fa55ea0cd5a1fa91ebe91057b6df7bd6dbc39ab230e30e9e6c5bcbc)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_23: -z - a s_23
+            mstore(t, 0x24f4d7e7d00791d5aa79c963b1b2e7536b59a9e6f77a988ede0847c5135b0b73)
+            mstore(add(t, 0x20), 0x281153cd50cbcf1a6c4d6b4f1fae2029d164099234486dbb2682656886df62aa)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x2e0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_23: z + (z^2 2^23 - b s_8) y^-23
+            k := sub(R, mulmod(b, mload(add(s, 0x100)), R))
+            mstore(t, 0x2b7dbd98446389ac9749ca801d36762acc59f44451d1bdcf85f7104d3895b187)
+            mstore(add(t, 0x20), 0x11a412184341fee30b62d7cc5311969d38a54190ee4b7e81d068e64cf7a02b20)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_24: -z - a s_24
+            mstore(t, 0x006bba953e0c33963c2835e3ad973cc1044fbaf0a101dee847bfc7d6ccbf9d2b)
+            mstore(add(t, 0x20), 0x26caa4775dc763cc3fb0f77a351f61f02f012105efdcdc8f1519b1f5984c702a)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x300)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_24: z + (z^2 2^24 - b s_7) y^-24
+            k := sub(R, mulmod(b, mload(add(s, 0xe0)), R))
+            mstore(t, 0x25bf90ae0c1e97708a0a9db0b74f1ccad6fefc19652f81268e1506213ba32b1c)
+            mstore(add(t, 0x20), 0x0e1050e0114f6a5c2e4ffae3a8b1d5622e7c57f033f9d674fcd282ce0ea86352)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_25: -z - a s_25
+            mstore(t, 0x1ff3463f5589f403fb732f5ae90a46172198492eaa193359d5d8dfcd29823e44)
+            mstore(add(t, 0x20), 0x2ddc91061610f09f717d2ba04a0cffd801c21f791c858751706332cc0c4b3a24)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x320)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_25: z + (z^2 2^25 - b s_6) y^-25
+            k := sub(R, mulmod(b, mload(add(s, 0xc0)), R))
+            mstore(t, 0x0256e0647acd7e590b0bb8053c469da684a7b0f5957a3bd5c7e557049714aef0)
+            mstore(add(t, 0x20), 0x225299dd175fe6dfb34f7e9615344e4f576e092839f051ea7ab1983174ff5a72)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_26: -z - a s_26
+            mstore(t, 0x0ddaef6b70280a32e8883af58c00da3525ed2c7980c802338ba624987b32e24d)
+            mstore(add(t, 0x20), 0x1756588650bf70c89f78c771b60ccd6163031d94e3f77b42ff28d5ad1f2524de)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x340)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_26: z + (z^2 2^26 - b s_5) y^-26
+            k := sub(R, mulmod(b, mload(add(s, 0xa0)), R))
+            mstore(t, 0x1c0ce6566ca103269f1bd1fa7df16fbe3bcbe3efeee1c98ef96e85477468d359)
+            mstore(add(t, 0x20), 0x193a9addc4b27569fa4614e4747e6729eba7de306a9bce55eaae6eaced8b4308)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_27: -z - a s_27
+            mstore(t, 0x0df1384ed73a0d1fbe2823f7153d226811570c50aab38311e088810460d2c37e)
+            mstore(add(t, 0x20), 0x25a6321eceb3c87581e81d9fc1728de6c17962e14264e723d21d7ccd47a53bf4)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x360)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_27: z + (z^2 2^27 - b s_4) y^-27
+            k := sub(R, mulmod(b, mload(add(s, 0x80)), R))
+            mstore(t, 0x172cc1f3e592e7f0a25889109cb2c8a0540963b6cacc1650099ff957156e33f0)
+            mstore(add(t, 0x20), 0x13070cb1a6062a4f70ba3329b08849ef41d3ee7ea0cd6f2c293c3297898d2d02)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_28: -z - a s_28
+            mstore(t, 0x17e50736f86764df119742d2b40b264fb824d109b7f3b55b47260dc0c09ec45d)
+            mstore(add(t, 0x20), 0x040a19280620048de29e75244547bbb39abf11d8e178f36d44ee75aa7491e570)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x380)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_28: z + (z^2 2^28 - b s_3) y^-28
+            k := sub(R, mulmod(b, mload(add(s, 0x60)), R))
+            mstore(t, 0x0e9ffe9049a418c74d3536c70ae4ae9d15b566fcc163c760602c0aaebe79d3f4)
+            mstore(add(t, 0x20), 0x2d700c3d2011698afa4c39ebf6317fd84aee6814018b2780d397ffdb1f9b5c30)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_29: -z - a s_29
+            mstore(t, 0x272881c3a6fdf4063b4407839e0f32cc2cde4dffc9d2055d2d77ae55de2621ff)
+            mstore(add(t, 0x20), 0x1d52bfd919965ff3970b59af7e8037a1712bca57d107844552ea7abc091a3372)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x3a0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_29: z + (z^2 2^29 - b s_2) y^-29
+            k := sub(R, mulmod(b, mload(add(s, 0x40)), R))
+            mstore(t, 0x27cd2018dd222264c2407d4524c1974e212b74ef9a66c787e83de9509662ee6f)
+            mstore(add(t, 0x20), 0x20ca28b03a5c0ab2b84af2ef442251a4128a2f376ea1c75f41a93411efc38556)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_30: -z - a s_30
+            mstore(t, 0x03afbd574d77866491ee6c0a597d9d2ea6494d6af0c496de1291afe88ca4083d)
+            mstore(add(t, 0x20), 0x2a9d55ca2e7eba3a9c0bff765032e503c3dee70dd6cb69d7b68dd52f869e0e50)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x3c0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_30: z + (z^2 2^30 - b s_1) y^-30
+            k := sub(R, mulmod(b, mload(add(s, 0x20)), R))
+            mstore(t, 0x2b2df2015c587aa14c5ef5763e50db7d76f8d4725372d95bf1fae18be938fd2d)
+            mstore(add(t, 0x20), 0x16347733afc942be537af720a1bd8f09c38827af121aa680eff81864b1ec2336)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            zeta := addmod(zeta, zeta, R)
+            yip := mulmod(yip, yInv, R)
+            // G_31: -z - a s_31
+            mstore(t, 0x1e34afbbd6c4c6e0a0115cacb74a6c466243d9bfcb3a49b5eba368e4b76cbaae)
+            mstore(add(t, 0x20), 0x1c1f7a8c9b6f3554f5eec94c837a8d6c4e4e7b88b7b64cba481887a244f9cac8)
+            mstore(add(t, 0x40), sub(R, addmod(z, mulmod(a, mload(add(s, 0x3e0)), R), R)))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
+            // H_31: z + (z^2 2^31 - b s_0) y^-31
+            k := sub(R, mulmod(b, mload(add(s, 0x0)), R))
+            mstore(t, 0x17938ee09ce916c890c19021ff21215e5466044975c2bce0e544a217a685848c)
+            mstore(add(t, 0x20), 0x0777a62719e8b96a283097c1e2d1d18caf0fb1916dca4a72a8d1b1ebc2bf101a)
+            mstore(add(t, 0x40), addmod(z, mulmod(addmod(zeta, k, R), yip, R), R))
+            ok := and(ok, staticcall(gas(), 0x07, t, 0x60, t, 0x40))
+            ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
         }
     }
 }

@@ -127,71 +127,92 @@ contract BulletproofVerifier is IBulletproofVerifier {
     ) private pure returns (uint256[10] memory chs) {
         bytes32 st = START_STATE;
         assembly ("memory-safe") {
-            // label: left-aligned in a word; data: the first len bytes of w0 || w1 (len <= 64)
-            function append(state, label, labelLen, w0, w1, len) -> next {
-                let m := mload(0x40)
+            // Each append's header `0x01 || u8(len(label)) || label || u32(len(data))` is a
+            // constant, left-aligned in one word (hlen bytes); data follows it.
+            // append with one 32-byte data word
+            function app32(m, state, hdr, hlen, w) -> next {
                 mstore(m, state)
-                mstore(add(m, 0x20), shl(248, 1))
-                mstore8(add(m, 0x21), labelLen)
-                mstore(add(m, 0x22), label)
-                let q := add(add(m, 0x22), labelLen)
-                mstore(q, shl(224, len))
-                mstore(add(q, 4), w0)
-                mstore(add(q, 0x24), w1)
-                next := keccak256(m, add(add(0x26, labelLen), len))
+                mstore(add(m, 0x20), hdr)
+                mstore(add(add(m, 0x20), hlen), w)
+                next := keccak256(m, add(0x40, hlen))
             }
-            // one-byte labels only: y, z, x, w, u, c
-            function challenge(state, label) -> next, c {
-                let m := mload(0x40)
+            // append with a 64-byte point copied from calldata at `at`
+            function app64(m, state, hdr, hlen, at) -> next {
+                mstore(m, state)
+                mstore(add(m, 0x20), hdr)
+                calldatacopy(add(add(m, 0x20), hlen), at, 0x40)
+                next := keccak256(m, add(0x60, hlen))
+            }
+            // challenge: `word` = 0x02 || 0x01 || label, left-aligned
+            function challenge(m, state, word) -> next, c {
                 next := state
                 for {} iszero(c) {} {
                     mstore(m, next)
-                    mstore(add(m, 0x20), or(shl(248, 2), or(shl(240, 1), shl(232, label))))
+                    mstore(add(m, 0x20), word)
                     next := keccak256(m, 0x23)
                     c := mod(next, ORDER)
                 }
             }
-            function point(state, label, labelLen, at) -> next {
-                next := append(state, label, labelLen, calldataload(at), calldataload(add(at, 32)), 64)
-            }
-            function scalar(state, label, labelLen, at) -> next {
-                next := append(state, label, labelLen, calldataload(at), 0, 32)
-            }
-            let c
+            let m := mload(0x40)
             let base := proof.offset
-            st := append(st, "chain-id", 8, chainId, 0, 32)
-            st := append(st, "contract", 8, shl(96, settlement), 0, 20)
-            st := append(st, "provider", 8, providerId, 0, 32)
-            st := append(st, "epoch", 5, shl(192, epochId), 0, 8)
-            st := append(st, "dom-sep", 7, "rangeproof v1", 0, 13)
-            st := append(st, "n", 1, shl(224, 32), 0, 4)
-            st := append(st, "m", 1, shl(224, 1), 0, 4)
-            st := append(st, "V", 1, cx, cy, 64)
-            st := point(st, "A", 1, add(base, 1))
-            st := point(st, "S", 1, add(base, 65))
-            st, c := challenge(st, 0x79) // y
+            let c
+            // context (RangeProofContext.transcript)
+            st := app32(m, st, 0x0108636861696e2d696400000020000000000000000000000000000000000000, 14, chainId)
+            mstore(m, st) // "contract": 20-byte address
+            mstore(add(m, 0x20), 0x0108636f6e747261637400000014000000000000000000000000000000000000)
+            mstore(add(m, 0x2e), shl(96, settlement))
+            st := keccak256(m, 0x42)
+            st := app32(m, st, 0x010870726f766964657200000020000000000000000000000000000000000000, 14, providerId)
+            mstore(m, st) // "epoch": u64
+            mstore(add(m, 0x20), 0x010565706f636800000008000000000000000000000000000000000000000000)
+            mstore(add(m, 0x2b), shl(192, epochId))
+            st := keccak256(m, 0x33)
+            // "dom-sep" = "rangeproof v1", "n" = u32 32, "m" = u32 1: header and data constant
+            mstore(m, st)
+            mstore(add(m, 0x20), 0x0107646f6d2d7365700000000d72616e676570726f6f66207631000000000000)
+            st := keccak256(m, 0x3a)
+            mstore(m, st)
+            mstore(add(m, 0x20), 0x01016e0000000400000020000000000000000000000000000000000000000000)
+            st := keccak256(m, 0x2b)
+            mstore(m, st)
+            mstore(add(m, 0x20), 0x01016d0000000400000001000000000000000000000000000000000000000000)
+            st := keccak256(m, 0x2b)
+            mstore(m, st) // "V": the commitment
+            mstore(add(m, 0x20), 0x0101560000004000000000000000000000000000000000000000000000000000)
+            mstore(add(m, 0x27), cx)
+            mstore(add(m, 0x47), cy)
+            st := keccak256(m, 0x67)
+            st := app64(m, st, 0x0101410000004000000000000000000000000000000000000000000000000000, 7, add(base, 1))
+            st := app64(m, st, 0x0101530000004000000000000000000000000000000000000000000000000000, 7, add(base, 65))
+            st, c := challenge(m, st, 0x0201790000000000000000000000000000000000000000000000000000000000) // y
             mstore(chs, c)
-            st, c := challenge(st, 0x7a) // z
+            st, c := challenge(m, st, 0x02017a0000000000000000000000000000000000000000000000000000000000) // z
             mstore(add(chs, 0x20), c)
-            st := point(st, "T1", 2, add(base, 129))
-            st := point(st, "T2", 2, add(base, 193))
-            st, c := challenge(st, 0x78) // x
+            st := app64(m, st, 0x0102543100000040000000000000000000000000000000000000000000000000, 8, add(base, 129))
+            st := app64(m, st, 0x0102543200000040000000000000000000000000000000000000000000000000, 8, add(base, 193))
+            st, c := challenge(m, st, 0x0201780000000000000000000000000000000000000000000000000000000000) // x
             mstore(add(chs, 0x40), c)
-            st := scalar(st, "t_x", 3, add(base, 257))
-            st := scalar(st, "t_x_blinding", 12, add(base, 289))
-            st := scalar(st, "e_blinding", 10, add(base, 321))
-            st, c := challenge(st, 0x77) // w
+            st := app32(m, st, 0x0103745f78000000200000000000000000000000000000000000000000000000, 9,
+                        calldataload(add(base, 257)))
+            st := app32(m, st, 0x010c745f785f626c696e64696e67000000200000000000000000000000000000, 18,
+                        calldataload(add(base, 289)))
+            st := app32(m, st, 0x010a655f626c696e64696e670000002000000000000000000000000000000000, 16,
+                        calldataload(add(base, 321)))
+            st, c := challenge(m, st, 0x0201770000000000000000000000000000000000000000000000000000000000) // w
             mstore(add(chs, 0x60), c)
             for { let j := 0 } lt(j, 5) { j := add(j, 1) } {
                 let at := add(base, add(353, shl(7, j)))
-                st := point(st, "L", 1, at)
-                st := point(st, "R", 1, add(at, 64))
-                st, c := challenge(st, 0x75) // u
+                st := app64(m, st, 0x01014c0000004000000000000000000000000000000000000000000000000000, 7, at)
+                st := app64(m, st, 0x0101520000004000000000000000000000000000000000000000000000000000, 7, add(at, 64))
+                st, c := challenge(m, st, 0x0201750000000000000000000000000000000000000000000000000000000000) // u
                 mstore(add(chs, shl(5, add(4, j))), c)
             }
-            st := scalar(st, "a", 1, add(base, 993))
-            st := scalar(st, "b", 1, add(base, 1025))
-            st, c := challenge(st, 0x63) // c
+            // c: append "a", append "b", challenge "c"
+            st := app32(m, st, 0x0101610000002000000000000000000000000000000000000000000000000000, 7,
+                        calldataload(add(base, 993)))
+            st := app32(m, st, 0x0101620000002000000000000000000000000000000000000000000000000000, 7,
+                        calldataload(add(base, 1025)))
+            st, c := challenge(m, st, 0x0201630000000000000000000000000000000000000000000000000000000000)
             mstore(add(chs, 0x120), c)
         }
     }
@@ -326,40 +347,13 @@ contract BulletproofVerifier is IBulletproofVerifier {
         if (!ok) revert BN254.PrecompileFailed(0x07);
     }
 
-    /// @dev acc + sum_i (-z - a s_i) G_i + sum_i (z + (z^2 2^i - b s_{31-i}) y^-i) H_i, and
-    ///      whether the result is the identity.
-    ///      Reads z, a, b from acc + 0xa0, 0xc0, 0xe0 (stored by `_baseTerms`).
-    function _vectorTerms(uint256 acc, uint256 work)
-        private
-        view
-        returns (bool valid)
-    {
-        uint256 gens = Gens.table();
-        bool ok = true;
+    /// @dev acc + sum_i (-z - a s_i) G_i + sum_i (z + (z^2 2^i - b s_{31-i}) y^-i) H_i (the
+    ///      generated, unrolled `BulletproofGenerators.vectorTerms`), and whether the result is
+    ///      the identity.
+    function _vectorTerms(uint256 acc, uint256 work) private view returns (bool valid) {
+        if (!Gens.vectorTerms(acc, work)) revert BN254.PrecompileFailed(0x07);
         assembly ("memory-safe") {
-            let zeta := mulmod(mload(add(acc, 0xa0)), mload(add(acc, 0xa0)), ORDER) // z^2 2^i
-            let yip := 1 // y^-i
-            let sp := add(work, 0xc0) // &s_i
-            for { let gp := gens } lt(gp, add(gens, 0x800)) { gp := add(gp, 0x40) } {
-                mstore(add(acc, 0x40), mload(gp))
-                mstore(add(acc, 0x60), mload(add(gp, 0x20)))
-                let k := mulmod(mload(add(acc, 0xc0)), mload(sp), ORDER)
-                mstore(add(acc, 0x80), sub(ORDER, addmod(mload(add(acc, 0xa0)), k, ORDER)))
-                ok := and(ok, staticcall(gas(), 0x07, add(acc, 0x40), 0x60, add(acc, 0x40), 0x40))
-                ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
-                mstore(add(acc, 0x40), mload(add(gp, 0x800)))
-                mstore(add(acc, 0x60), mload(add(gp, 0x820)))
-                k := mulmod(mload(add(acc, 0xe0)), mload(sub(add(shl(1, work), 0x560), sp)), ORDER)
-                k := addmod(zeta, sub(ORDER, k), ORDER)
-                mstore(add(acc, 0x80), addmod(mload(add(acc, 0xa0)), mulmod(k, yip, ORDER), ORDER))
-                ok := and(ok, staticcall(gas(), 0x07, add(acc, 0x40), 0x60, add(acc, 0x40), 0x40))
-                ok := and(ok, staticcall(gas(), 0x06, acc, 0x80, acc, 0x40))
-                zeta := addmod(zeta, zeta, ORDER)
-                yip := mulmod(yip, mload(work), ORDER) // y^-1 at work
-                sp := add(sp, 0x20)
-            }
             valid := and(iszero(mload(acc)), iszero(mload(add(acc, 0x20))))
         }
-        if (!ok) revert BN254.PrecompileFailed(0x07);
     }
 }

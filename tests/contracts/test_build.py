@@ -60,15 +60,11 @@ def _const(name: str) -> int:
     return int(re.search(rf"{name} = (0x[0-9a-f]{{64}});", GENS_SOL).group(1), 16)
 
 
-def _table_points() -> list[tuple[int, int]]:
-    words = [int(w, 16) for w in re.findall(r"mstore\(add\(ptr, 0x[0-9a-f]+\), (0x[0-9a-f]{64})\)",
-                                             GENS_SOL)]
-    return list(zip(words[0::2], words[1::2], strict=True))
-
-
-def _hex_chunks(name: str) -> bytes:
-    block = GENS_SOL.split(f"bytes internal constant {name} =")[1].split(";")[0]
-    return bytes.fromhex("".join(re.findall(r'hex"([0-9a-f]+)"', block)))
+def _immediate_points() -> list[tuple[int, int]]:
+    """(x, y) of every term of the unrolled vectorTerms, in order: G_0, H_0, G_1, H_1, ..."""
+    xs = [int(w, 16) for w in re.findall(r"mstore\(t, (0x[0-9a-f]{64})\)", GENS_SOL)]
+    ys = [int(w, 16) for w in re.findall(r"mstore\(add\(t, 0x20\), (0x[0-9a-f]{64})\)", GENS_SOL)]
+    return list(zip(xs, ys, strict=True))
 
 
 def _golden_point(text: str) -> tuple[int, int]:
@@ -82,11 +78,9 @@ def test_generator_constants_match_the_golden_vectors():
     assert (_const("U_X"), _const("U_Y")) == _golden_point(gens["U"])
     g = [_golden_point(p) for p in gens["G_i"][:32]]
     h = [_golden_point(p) for p in gens["H_i"][:32]]
-    assert _table_points() == g + h
-    assert _hex_chunks("GS") == b"".join(x.to_bytes(32, "big") + y.to_bytes(32, "big")
-                                         for x, y in g)
-    assert _hex_chunks("HS") == b"".join(x.to_bytes(32, "big") + y.to_bytes(32, "big")
-                                         for x, y in h)
+    points = _immediate_points()
+    assert points[0::2] == g
+    assert points[1::2] == h
     # and the golden vectors themselves are hash_to_g1's
     assert hash_to_g1(PEDERSEN_H_LABEL, 0) == _golden_point(gens["H"])
     assert hash_to_g1(BP_U_LABEL, 0) == _golden_point(gens["U"])

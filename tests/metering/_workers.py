@@ -1,6 +1,7 @@
 """Code run in separate processes by the concurrency tests (importable, so spawn can run it)."""
 
 import random
+import time
 
 from nacl.signing import SigningKey
 
@@ -12,12 +13,13 @@ from prover.ratecard import loads_rate_card
 def ingest(url, seed, card_text, keys, barrier, batch, shuffle_seed):
     """Record reported-count events for ``keys``, ``batch`` at a time; before each batch both
     processes meet at ``barrier``, so they really send the same keys at the same time.
-    Returns the keys this process stored for the first time."""
+    Returns the keys this process stored for the first time, and the (start, end) wall-clock
+    interval of each record_batch call."""
     key = SigningKey(seed)
     ledger = Ledger.from_url(url, provider_id=bytes(key.verify_key), run_migrations=False)
     meter = Meter(ledger=ledger, signing_key=key, rate_card=loads_rate_card(card_text))
     rng = random.Random(shuffle_seed)
-    fresh = []
+    fresh, intervals = [], []
     try:
         for i in range(0, len(keys), batch):
             chunk = keys[i : i + batch]
@@ -26,11 +28,14 @@ def ingest(url, seed, card_text, keys, barrier, batch, shuffle_seed):
             requests = [UsageRequest(k, f"user-{int(k.split('-')[1]) % 7}", "gpt-4o",
                                      input_tokens=int(k.split("-")[1]) % 50 + 1,
                                      output_tokens=3) for k in chunk]
-            for k, outcome in zip(chunk, meter.record_batch(requests), strict=True):
+            start = time.time()
+            outcomes = meter.record_batch(requests)
+            intervals.append((start, time.time()))
+            for k, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, Exception):
                     raise outcome
                 if not outcome.replayed:
                     fresh.append(k)
     finally:
         ledger.dispose()
-    return fresh
+    return fresh, intervals

@@ -5,13 +5,10 @@ against the served OpenAPI document."""
 
 import contextlib
 import dataclasses
-import os
-import secrets
 import threading
 import time
 
 import httpx
-import psycopg
 import pytest
 import schemathesis
 import uvicorn
@@ -29,6 +26,7 @@ from prover.epoch.service import EpochParams, EpochService
 from prover.epoch.storage import EpochStore
 from prover.ledger.store import make_engine
 from prover.metering import Meter, UsageRequest
+from tests.postgres import temporary_database
 from verifier.audit import check_openings
 from verifier.bundle import parse_bundle, verify_bundle
 from verifier.opening import OpeningError, check_opening, unseal
@@ -36,8 +34,6 @@ from verifier.opening import OpeningError, check_opening, unseal
 SEED = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 MODEL = "gpt-4o"
 USERS = [f"user-{i}" for i in range(5)]
-PG_HOST = os.environ.get("ZKMETER_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("ZKMETER_TEST_PG_PORT", "5432"))
 
 
 # --- harness -------------------------------------------------------------------------------
@@ -125,25 +121,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture()
 def pg_url():
-    reasons = []
-    admin = user = None
-    for candidate in ("postgres", "root"):
-        try:
-            admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user=candidate,
-                                    dbname="postgres", connect_timeout=3, autocommit=True)
-            user = candidate
-            break
-        except psycopg.OperationalError as exc:
-            reasons.append(f"{candidate}: {str(exc).splitlines()[0]}")
-    if admin is None:
-        pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({'; '.join(reasons)})")
-    name = f"zkmeter_http_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with temporary_database("zkmeter_http") as url:
+        yield url
 
 
 # --- happy paths ---------------------------------------------------------------------------

@@ -6,10 +6,7 @@ migrated once, truncated between tests, dropped at the end. Without a reachable 
 PostgreSQL cases skip, saying why.
 """
 
-import os
-import secrets
 
-import psycopg
 import pytest
 from nacl.signing import SigningKey
 from sqlalchemy import text
@@ -18,10 +15,9 @@ from prover.ledger import Ledger, make_engine, migrate
 from prover.ledger.schema import metadata
 from prover.metering import Meter
 from prover.ratecard import loads_rate_card
+from tests.postgres import temporary_database
 
 PROVIDER_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-PG_HOST = os.environ.get("ZKMETER_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("ZKMETER_TEST_PG_PORT", "5432"))
 
 RATE_CARD_TOML = """
 version = 7
@@ -57,37 +53,14 @@ def rate_card():
     return loads_rate_card(RATE_CARD_TOML)
 
 
-def _pg_admin():
-    """(user, connection) of the first role the server lets in, or (None, reason)."""
-    reasons = []
-    for user in ("postgres", "root"):
-        try:
-            conn = psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres",
-                                   connect_timeout=3, autocommit=True)
-        except psycopg.OperationalError as exc:
-            reasons.append(f"{user}: {str(exc).splitlines()[0]}")
-            continue
-        return user, conn
-    return None, "; ".join(reasons)
-
-
 @pytest.fixture(scope="session")
 def pg_url():
     """URL of this session's own PostgreSQL database (created, migrated, dropped)."""
-    user, admin = _pg_admin()
-    if user is None:
-        pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({admin})")
-    name = f"zkmeter_test_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    try:
+    with temporary_database("zkmeter_test") as url:
         engine = make_engine(url)
         migrate(engine)
         engine.dispose()
         yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def _truncate(url):

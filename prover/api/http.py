@@ -155,13 +155,13 @@ def _state(value: str) -> EpochState:
 
 def epoch_out(summary: EpochSummary) -> EpochOut:
     """The wire form of an epoch summary."""
-    close = summary.close
+    close, epoch = summary.close, summary.epoch
     published = close is not None and close.finished
     return EpochOut(
-        epoch_id=summary.epoch_id, state=_state(summary.state),
-        window_start_ms=summary.window_start_ms, window_end_ms=summary.window_end_ms,
-        planned_end_ms=summary.planned_end_ms, rate_card_hash=_hex(summary.rate_card_hash),
-        bit_size=summary.bit_size,
+        epoch_id=epoch.id, state=_state(epoch.state),
+        window_start_ms=epoch.window_start_ms, window_end_ms=epoch.window_end_ms,
+        planned_end_ms=epoch.planned_end_ms, rate_card_hash=_hex(epoch.rate_card_hash),
+        bit_size=epoch.bit_size,
         leaves_done=None if close is None else close.leaves_done,
         leaves_total=None if close is None else close.leaves_total,
         published=published,
@@ -257,9 +257,9 @@ def create_http_app(services: Services) -> FastAPI:
         """Epochs, newest first: state, window, close progress, root and total once
         published."""
         found = store.summaries(limit=limit, before=before)
-        more = len(found) == limit and found[-1].epoch_id > 1
+        more = len(found) == limit and found[-1].epoch.id > 1
         return EpochPage(epochs=[epoch_out(s) for s in found],
-                         next_before=found[-1].epoch_id if more else None)
+                         next_before=found[-1].epoch.id if more else None)
 
     @app.get("/v1/epochs/{epoch_id}", response_model=EpochOut, tags=["epochs"],
              responses=ERRORS)

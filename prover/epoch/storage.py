@@ -5,7 +5,6 @@ write is one transaction; a leaf is committed as soon as it is proved, so a clos
 any point resumes from what is stored.
 """
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,10 +19,7 @@ from prover.ledger.schema import (
     epochs,
     user_keys,
 )
-
-
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
+from prover.ledger.store import EpochInfo, epoch_from_row, now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +38,7 @@ class CloseStatus:
 class EpochSummary:
     """One epoch as the public read side shows it: its row and, once started, its close."""
 
-    epoch_id: int
-    state: str
-    window_start_ms: int
-    window_end_ms: int | None
-    planned_end_ms: int
-    rate_card_hash: bytes
-    bit_size: int
+    epoch: EpochInfo
     close: CloseStatus | None
 
 
@@ -66,11 +56,11 @@ class EpochStore:
             raise ValueError("an X25519 public key is 32 bytes")
         with self.engine.begin() as conn:
             done = conn.execute(update(user_keys).where(user_keys.c.user_id == user_id)
-                                .values(x25519_public_key=public_key, registered_ms=_ms()))
+                                .values(x25519_public_key=public_key, registered_ms=now_ms()))
             if done.rowcount == 0:
                 conn.execute(insert(user_keys).values(user_id=user_id,
                                                       x25519_public_key=public_key,
-                                                      registered_ms=_ms()))
+                                                      registered_ms=now_ms()))
 
     def user_keys(self, user_ids: Iterable[str]) -> dict[str, bytes]:
         """The registered keys of these users (users without one are absent)."""
@@ -93,7 +83,7 @@ class EpochStore:
             if exists is None:
                 conn.execute(insert(epoch_closes).values(epoch_id=epoch_id,
                                                          leaves_total=leaves_total,
-                                                         started_ms=_ms()))
+                                                         started_ms=now_ms()))
 
     def leaves(self, epoch_id: int) -> "DbLeafStore":
         """The LeafStore of one epoch."""
@@ -136,9 +126,7 @@ class EpochStore:
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
         return [EpochSummary(
-            epoch_id=r.id, state=r.state, window_start_ms=r.window_start_ms,
-            window_end_ms=r.window_end_ms, planned_end_ms=r.planned_end_ms,
-            rate_card_hash=bytes(r.rate_card_hash), bit_size=r.bit_size,
+            epoch=epoch_from_row(r),
             close=None if r.close_id is None else CloseStatus(
                 r.id, int(r.done or 0), r.leaves_total, r.finished_ms is not None,
                 None if r.merkle_root is None else bytes(r.merkle_root), r.total_units))
@@ -192,7 +180,7 @@ class EpochStore:
                 conn.execute(insert(epoch_openings), rows)
             conn.execute(update(epoch_closes).where(epoch_closes.c.epoch_id == epoch_id)
                          .values(bundle_json=bundle_json, merkle_root=merkle_root,
-                                 total_units=total_units, finished_ms=_ms()))
+                                 total_units=total_units, finished_ms=now_ms()))
 
     def bundle_json(self, epoch_id: int) -> bytes | None:
         """The published bundle JSON of an epoch, if published."""

@@ -118,7 +118,8 @@ Sealer = Callable[[PendingEvent, ChainPosition], Receipt]
 Outcome = Stored | MeteringError
 
 
-def _ms() -> int:
+def now_ms() -> int:
+    """Wall-clock time in unix milliseconds (the ledger's clock)."""
     return time.time_ns() // 1_000_000
 
 
@@ -173,7 +174,8 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def _epoch(row: Any) -> EpochInfo:
+def epoch_from_row(row: Any) -> EpochInfo:
+    """An EpochInfo from a row with the `epochs` columns."""
     return EpochInfo(id=row.id, state=row.state, window_start_ms=row.window_start_ms,
                      window_end_ms=row.window_end_ms, planned_end_ms=row.planned_end_ms,
                      rate_card_hash=bytes(row.rate_card_hash), bit_size=row.bit_size)
@@ -193,7 +195,7 @@ class Ledger:
     """The metering ledger of one provider (module docstring)."""
 
     def __init__(self, engine: Engine, *, provider_id: bytes,
-                 clock_ms: Callable[[], int] = _ms) -> None:
+                 clock_ms: Callable[[], int] = now_ms) -> None:
         if not isinstance(provider_id, bytes) or len(provider_id) != 32:
             raise ConfigError("provider_id must be the provider's 32-byte Ed25519 public key")
         self.engine = engine
@@ -204,7 +206,7 @@ class Ledger:
 
     @classmethod
     def from_url(cls, url: str, *, provider_id: bytes, run_migrations: bool = True,
-                 clock_ms: Callable[[], int] = _ms) -> "Ledger":
+                 clock_ms: Callable[[], int] = now_ms) -> "Ledger":
         """Open (and by default migrate) the ledger at ``url``."""
         engine = make_engine(url)
         if run_migrations:
@@ -221,7 +223,7 @@ class Ledger:
         """The open epoch, if any."""
         with self.engine.begin() as conn:
             row = conn.execute(select(epochs).where(epochs.c.state == EPOCH_OPEN)).first()
-        return None if row is None else _epoch(row)
+        return None if row is None else epoch_from_row(row)
 
     def epoch(self, epoch_id: int) -> EpochInfo:
         """One epoch by id."""
@@ -229,7 +231,7 @@ class Ledger:
             row = conn.execute(select(epochs).where(epochs.c.id == epoch_id)).first()
         if row is None:
             raise EpochStateError(f"no epoch {epoch_id}")
-        return _epoch(row)
+        return epoch_from_row(row)
 
     def open_epoch(self, *, rate_card_hash: bytes, bit_size: int,
                    epoch_seconds: int) -> EpochInfo:
@@ -243,7 +245,7 @@ class Ledger:
         row = conn.execute(select(epochs).where(epochs.c.state == EPOCH_OPEN)
                            .with_for_update(read=True)).first()
         if row is not None:
-            return _epoch(row)
+            return epoch_from_row(row)
         next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
         now = self._clock_ms()
         return self._insert_epoch(conn, next_id, now, rate_card_hash=rate_card_hash,
@@ -279,7 +281,7 @@ class Ledger:
             end = max(self._clock_ms(), row.window_start_ms, last or 0)
             conn.execute(update(epochs).where(epochs.c.id == epoch_id)
                          .values(state=EPOCH_CLOSING, window_end_ms=end))
-            closing = replace(_epoch(row), state=EPOCH_CLOSING, window_end_ms=end)
+            closing = replace(epoch_from_row(row), state=EPOCH_CLOSING, window_end_ms=end)
             next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
             nxt = self._insert_epoch(conn, next_id, end, rate_card_hash=next_rate_card_hash,
                                      bit_size=next_bit_size, epoch_seconds=epoch_seconds)

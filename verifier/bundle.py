@@ -33,6 +33,7 @@ from circuits.hashing import keccak256
 from circuits.pedersen import commit, sum_commitments
 from circuits.rangeproof import Statement, batch_verify, check_parameters, proof_size
 from circuits.transcript import RangeProofContext
+from verifier.hexfields import from_hex, to_hex
 
 BUNDLE_DOMAIN = b"ZKMETER_BUNDLE_1"
 BUNDLE_VERSION = 1
@@ -99,19 +100,20 @@ class Bundle:
         return {
             "version": self.version,
             "chain_id": self.chain_id,
-            "contract": _hex(self.contract),
-            "provider_id": _hex(self.provider_id),
+            "contract": to_hex(self.contract),
+            "provider_id": to_hex(self.provider_id),
             "epoch_id": self.epoch_id,
             "window": {"start": self.window_start, "end": self.window_end},
-            "rate_card_hash": _hex(self.rate_card_hash),
+            "rate_card_hash": to_hex(self.rate_card_hash),
             "bit_size": self.bit_size,
             "leaves": [
-                {"tag": _hex(x.tag), "commitment": _hex(x.commitment), "proof": _hex(x.proof)}
+                {"tag": to_hex(x.tag), "commitment": to_hex(x.commitment),
+                 "proof": to_hex(x.proof)}
                 for x in self.leaves
             ],
             "total": {"value": self.total, "blinding": f"0x{self.total_blinding:064x}"},
-            "merkle_root": _hex(self.merkle_root),
-            "signature": _hex(self.signature),
+            "merkle_root": to_hex(self.merkle_root),
+            "signature": to_hex(self.signature),
         }
 
     def dumps(self) -> str:
@@ -119,20 +121,8 @@ class Bundle:
         return json.dumps(self.to_json(), indent=1) + "\n"
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def _unhex(value: Any, name: str, length: int | None = None) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise BundleFormatError(f"{name}: expected a 0x-prefixed hex string")
-    try:
-        out = bytes.fromhex(value[2:])
-    except ValueError:
-        raise BundleFormatError(f"{name}: not valid hex") from None
-    if length is not None and len(out) != length:
-        raise BundleFormatError(f"{name}: expected {length} bytes, got {len(out)}")
-    return out
+    return from_hex(value, name, length, BundleFormatError)
 
 
 def _int(value: Any, name: str, bits: int) -> int:

@@ -31,6 +31,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from circuits.hashing import keccak256
+from verifier.hexfields import from_hex, to_hex
 from verifier.tokens import (
     Message,
     MessageFormatError,
@@ -155,12 +156,12 @@ class Receipt:
         return {
             "version": self.version,
             "counted_from_text": self.counted_from_text,
-            "provider_id": _hex(self.provider_id),
+            "provider_id": to_hex(self.provider_id),
             "epoch_id": self.epoch_id,
             "user_id": self.user_id,
             "seq": self.seq,
-            "prev_hash": _hex(self.prev_hash),
-            "idempotency_key_digest": _hex(self.idempotency_key_digest),
+            "prev_hash": to_hex(self.prev_hash),
+            "idempotency_key_digest": to_hex(self.idempotency_key_digest),
             "model": self.model,
             "encoding": self.encoding,
             "tokens": {
@@ -171,13 +172,13 @@ class Receipt:
             },
             "units": self.units,
             "total_units": self.total_units,
-            "rate_card_hash": _hex(self.rate_card_hash),
-            "salt": _hex(self.salt),
-            "prompt_digest": _hex(self.prompt_digest),
-            "completion_digest": _hex(self.completion_digest),
+            "rate_card_hash": to_hex(self.rate_card_hash),
+            "salt": to_hex(self.salt),
+            "prompt_digest": to_hex(self.prompt_digest),
+            "completion_digest": to_hex(self.completion_digest),
             "timestamp_ms": self.timestamp_ms,
-            "signature": _hex(self.signature),
-            "hash": _hex(self.hash()),
+            "signature": to_hex(self.signature),
+            "hash": to_hex(self.hash()),
         }
 
     def dumps(self) -> str:
@@ -301,20 +302,8 @@ _JSON_KEYS = frozenset({
 _TOKEN_KEYS = frozenset({"input", "output", "cached_input", "reasoning"})
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def _unhex(value: Any, name: str, length: int) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise ReceiptFormatError(f"{name}: expected a 0x-prefixed hex string")
-    try:
-        out = bytes.fromhex(value[2:])
-    except ValueError:
-        raise ReceiptFormatError(f"{name}: not valid hex") from None
-    if len(out) != length or value[2:] != out.hex():
-        raise ReceiptFormatError(f"{name}: expected {length} bytes of lowercase hex")
-    return out
+    return from_hex(value, name, length, ReceiptFormatError)
 
 
 def _int(value: Any, name: str) -> int:

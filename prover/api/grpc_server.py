@@ -37,7 +37,7 @@ from prover.errors import (
 from prover.ledger import EpochInfo, Stored
 from prover.metering import UsageRequest
 from verifier.receipts import Receipt
-from verifier.tokens import Message
+from verifier.tokens import Message, TokenCountError
 from zkmeter.v1 import epoch_pb2, epoch_pb2_grpc, meter_pb2, meter_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,11 @@ def usage_from_proto(request: meter_pb2.RecordUsageRequest) -> UsageRequest:
     """The domain request of a RecordUsageRequest; raises InvalidRequestError."""
     kind = request.WhichOneof("usage")
     if kind == "text":
-        messages = [Message(m.role, m.content, m.name or None) for m in request.text.messages]
+        try:
+            messages = [Message(m.role, m.content, m.name or None)
+                        for m in request.text.messages]
+        except TokenCountError as exc:  # e.g. an empty role; the text is never quoted
+            raise InvalidRequestError(f"messages: {exc}") from None
         if not messages:
             raise InvalidRequestError("messages must hold at least one chat message")
         return UsageRequest(

@@ -133,6 +133,8 @@ def _field_violations(err) -> list[str]:
           output_tokens=1, cached_input_tokens=5), ""),
     (dict(idempotency_key="m5", user_id="erin", model="gpt-4o", messages=[],
           completion="x"), ""),
+    (dict(idempotency_key="m6", user_id="erin", model="gpt-4o", messages=[("", "hi")],
+          completion="x"), "messages"),
 ])
 def test_malformed_requests_are_invalid_argument_and_store_nothing(client, services, fields,
                                                                    field):
@@ -190,7 +192,11 @@ def test_health_and_reflection_answer_without_a_key(server):
 def test_stream_one_response_per_request_in_order(client, services):
     requests = []
     for i in range(300):
-        if i == 150:
+        if i == 100:  # a message without a role: refused in the stream, which goes on
+            requests.append(usage_request(idempotency_key="norole", user_id="x",
+                                          model="gpt-4o", messages=[("", "hi")],
+                                          completion="ok"))
+        elif i == 150:
             requests.append(usage_request(idempotency_key="bad", user_id="", model="gpt-4o",
                                           input_tokens=1, output_tokens=1))
         elif i % 50 == 49:  # a retry of the previous request
@@ -203,15 +209,17 @@ def test_stream_one_response_per_request_in_order(client, services):
     assert responses[150].HasField("error")
     assert responses[150].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert responses[150].error.field == "user_id"
+    assert responses[100].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert responses[100].error.field == "messages"
     for i, (request, response) in enumerate(zip(requests, responses, strict=True)):
-        if i == 150:
+        if i in (100, 150):
             continue
         assert response.HasField("receipt")
         receipt = decode_receipt(response.receipt.encoded + response.receipt.signature)
         assert receipt.user_id == request.user_id
         assert receipt.input_tokens == request.counts.input_tokens
         assert response.replayed == (i % 50 == 49)
-    assert count_rows(services, "events") == 300 - 1 - 6
+    assert count_rows(services, "events") == 300 - 2 - 6
 
 
 def test_epoch_close_bundle_and_openings_over_grpc(client, services):

@@ -7,6 +7,7 @@ the epoch ``closed``. If an epoch is already ``closing`` (a close was interrupte
 resumes that one instead, and yields the same bundle byte for byte. No transport here.
 """
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ class EpochService:
         self.params = params
         self._signing_key = signing_key
         self._secret = master_secret(signing_key)
+        self._closing = threading.Lock()
         self._executor_factory = executor_factory or (lambda: make_executor(
             workers=params.proof_workers, ray_address=params.ray_address))
 
@@ -83,7 +85,14 @@ class EpochService:
         return info
 
     def close(self, *, progress: Callable[[int, int], None] | None = None) -> ClosedEpoch:
-        """Close (or resume closing) an epoch and publish it; returns what was published."""
+        """Close (or resume closing) an epoch and publish it; returns what was published.
+
+        Closes in this process run one at a time; a closer in another process working on the
+        same epoch stores the same, deterministic leaves (duplicates are ignored)."""
+        with self._closing:
+            return self._close(progress)
+
+    def _close(self, progress: Callable[[int, int], None] | None) -> ClosedEpoch:
         info = self.epoch_to_close()
         totals = self.ledger.totals(info.id)
         if info.window_end_ms is None:  # a closing epoch always has its window end

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, case, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from prover.epoch.executor import LeafResult
 from prover.ledger.schema import (
@@ -231,7 +233,11 @@ class DbLeafStore:
     def save(self, results: Sequence[LeafResult]) -> None:
         if not results:
             return
+        # Leaves are deterministic, so a leaf another closer stored first is the same leaf.
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = dialect_insert(epoch_leaves).on_conflict_do_nothing(
+            index_elements=["epoch_id", "tag"])
         with self.engine.begin() as conn:
-            conn.execute(insert(epoch_leaves), [
+            conn.execute(statement, [
                 {"epoch_id": self.epoch_id, "tag": r.tag, "commitment": r.commitment,
                  "proof": r.proof} for r in results])

@@ -121,3 +121,41 @@ def test_a_stored_leaf_that_does_not_match_the_snapshot_is_refused(sqlite_url, s
     with pytest.raises(EpochCloseError):
         close_epoch(inputs, secret=service._secret, signing_key=signing_key,
                     store=store.leaves(epoch.id))
+
+
+def test_a_leaf_stored_twice_is_stored_once(ledger_url, signing_key):
+    """Two closers racing on one epoch store the same deterministic leaves; the second
+    save of a leaf is ignored, not an error."""
+    meter, store, service = build(ledger_url, signing_key)
+    ingest(meter, ["a", "b"])
+    closed = service.close()
+    epoch_id = closed.bundle.epoch_id
+    leaves = store.leaves(epoch_id)
+    before = leaves.finished()
+    again = list(before.values())[:3]
+    leaves.save(again)
+    assert leaves.finished() == before
+    meter.ledger.dispose()
+
+
+def test_concurrent_closes_in_one_process_are_serialized(sqlite_url, signing_key):
+    import threading
+
+    meter, _, service = build(sqlite_url, signing_key)
+    ingest(meter, ["a", "b", "c"])
+    results, errors = [], []
+
+    def close():
+        try:
+            results.append(service.close().bundle.epoch_id)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=close) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(results) == [1, 2]  # the second closed the next (empty) epoch
+    assert meter.ledger.epoch(1).state == "closed" and meter.ledger.epoch(2).state == "closed"

@@ -68,7 +68,8 @@ def check_padding(bundle: Bundle) -> Check:
 def check_tags(bundle: Bundle, previous: Sequence[Bundle]) -> Check:
     """No tag repeats within the epoch or appears in any previous epoch given."""
     tags = [leaf.tag for leaf in bundle.leaves]
-    repeated = tuple(i for i, tag in enumerate(tags) if tags.index(tag) != i)
+    first: dict[bytes, int] = {}
+    repeated = tuple(i for i, tag in enumerate(tags) if first.setdefault(tag, i) != i)
     seen = {leaf.tag for old in previous for leaf in old.leaves}
     linked = tuple(i for i, tag in enumerate(tags) if tag in seen)
     if repeated or linked:

@@ -144,3 +144,14 @@ def test_real_entry_point(bundle_file):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_audit_flags_a_tag_repeated_within_the_epoch(tmp_path, small_bundle_json):
+    data = copy.deepcopy(small_bundle_json)
+    data["leaves"][6] = copy.deepcopy(data["leaves"][2])
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps(data))
+    code, out = run("audit", path, "--json")
+    assert code == 1
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["tags_unlinkable"]["failing_leaves"] == [6]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from circuits.backend import GroupBackend, get_backend
 from circuits.constants import CURVE_ORDER
 from circuits.encoding import bytes_to_point, point_to_bytes
-from circuits.errors import DecodeError, ValueOutOfRangeError
+from circuits.errors import ValueOutOfRangeError
 from circuits.generators import pedersen_gens
 
 
@@ -43,4 +43,4 @@ def sum_commitments(commitments: Sequence[bytes], *, backend: GroupBackend | Non
     return point_to_bytes(be.to_affine(acc))
 
 
-__all__ = ["DecodeError", "commit", "opens", "sum_commitments"]
+__all__ = ["commit", "opens", "sum_commitments"]

@@ -24,6 +24,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from circuits.hashing import keccak256
 from prover.api.metrics import observe_ingest
 from prover.app import Services
 from prover.errors import (
@@ -184,10 +185,12 @@ def usage_from_proto(request: meter_pb2.RecordUsageRequest) -> UsageRequest:
 
 
 def receipt_to_proto(receipt: Receipt) -> meter_pb2.Receipt:
-    """The wire form of a receipt."""
+    """The wire form of a receipt (encoded once: hash = keccak256(encoded ‖ signature))."""
+    encoded = receipt.signed_bytes()
     return meter_pb2.Receipt(
-        encoded=receipt.signed_bytes(), signature=receipt.signature,
-        receipt_hash=receipt.hash(), epoch_id=receipt.epoch_id, sequence=receipt.seq,
+        encoded=encoded, signature=receipt.signature,
+        receipt_hash=keccak256(encoded, receipt.signature), epoch_id=receipt.epoch_id,
+        sequence=receipt.seq,
         units=receipt.units, running_total=receipt.total_units,
         input_tokens=receipt.input_tokens, output_tokens=receipt.output_tokens,
         cached_input_tokens=receipt.cached_input_tokens,

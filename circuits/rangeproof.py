@@ -52,6 +52,19 @@ ScalarSource = Callable[[], int]
 """A source of uniformly random scalars in [1, r); injectable for test vectors."""
 
 
+def _draw(rng: ScalarSource) -> int:
+    """One verification scalar from ``rng``, refused unless it is an integer in [1, r).
+
+    A zero weight would drop a proof from a batch, and a zero c would drop the t equation
+    (eq. 72) from the check, so a source that yields 0 (or r, or anything out of range) must
+    never make a dishonest proof pass: it is an error, not a value to reduce."""
+    value = rng()
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < R:
+        raise ParameterError("the verification randomness source returned a scalar "
+                             "outside [1, r)")
+    return value
+
+
 def random_scalar() -> int:
     """A uniformly random scalar in [1, r) from the OS CSPRNG."""
     return secrets.randbelow(R - 1) + 1
@@ -481,7 +494,11 @@ def batch_verify(
     rng: ScalarSource = random_scalar,
 ) -> None:
     """Verify many range proofs at once: every proof's terms under an independent random
-    weight, summed into one MSM. Raises VerificationError if any proof is invalid."""
+    weight, summed into one MSM. Raises VerificationError if any proof is invalid.
+
+    Each statement's transcript is cloned before use: verification never changes a caller's
+    transcript, so the same statement can be verified again (and gives the same answer).
+    Every weight and every c is drawn from ``rng`` and must be in [1, r) (see ``_draw``)."""
     be = backend or get_backend()
     decoded = [_decode(st) for st in statements]  # all input is validated before any work
     if not decoded:
@@ -493,8 +510,9 @@ def batch_verify(
     points: list[G1Affine] = []
     scalars: list[int] = []
     for st, (proof, commitments) in zip(statements, decoded, strict=True):
-        weight = 1 if len(statements) == 1 else rng()
-        terms = _verification_terms(st.transcript, proof, commitments, st.n, rng())
+        weight = 1 if len(statements) == 1 else _draw(rng)
+        terms = _verification_terms(st.transcript.clone(), proof, commitments, st.n,
+                                    _draw(rng))
         g_sum += weight * terms.g
         h_sum += weight * terms.h
         u_sum += weight * terms.u

@@ -6,7 +6,9 @@
 * ``ZKMETER_SIGNING_KEY_FILE``: a file holding that seed (64 hex characters or 32 raw bytes);
 * ``ZKMETER_RATE_CARD``: the rate-card TOML file (default: the packaged example);
 * ``ZKMETER_MODEL_ENCODINGS``: JSON object model -> encoding, checked before tiktoken's map;
-* ``ZKMETER_BIT_SIZE``: range-proof bit size n; a user's epoch total stays < 2^n (default 32);
+* ``ZKMETER_BIT_SIZE``: range-proof bit size n; a user's epoch total stays < 2^n. Only 32 is
+  accepted: the on-chain verifier checks 32-bit proofs only, and a bundle of another size
+  could get an honest provider slashed (docs/security.md);
 * ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400);
 * ``ZKMETER_COUNT_WORKERS``: processes that tokenize text off the GIL (default 0: in-process);
 * ``ZKMETER_CHAIN_ID``, ``ZKMETER_CONTRACT_ADDRESS``: where epochs settle; both are bound
@@ -37,6 +39,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prover.errors import ConfigError
 from prover.ratecard import DEFAULT_RATE_CARD
+from verifier.bundle import SETTLEMENT_BIT_SIZE
 from verifier.tokens import SUPPORTED_ENCODINGS
 
 BIT_SIZES = (8, 16, 32, 64)
@@ -97,8 +100,9 @@ class Settings(BaseSettings):
     @field_validator("bit_size")
     @classmethod
     def _bit_size(cls, value: int) -> int:
-        if value not in BIT_SIZES:
-            raise ValueError(f"bit_size must be one of {BIT_SIZES}")
+        if value != SETTLEMENT_BIT_SIZE:
+            raise ValueError(f"bit_size must be {SETTLEMENT_BIT_SIZE}: the settlement "
+                             f"contract verifies {SETTLEMENT_BIT_SIZE}-bit range proofs only")
         return value
 
     @field_validator("model_encodings")

@@ -26,7 +26,6 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from circuits import merkle
-from circuits.constants import CURVE_ORDER
 from circuits.encoding import bytes_to_point, bytes_to_scalar, u32, u64, u256
 from circuits.errors import CircuitsError
 from circuits.hashing import keccak256
@@ -37,6 +36,12 @@ from verifier.hexfields import from_hex, to_hex
 
 BUNDLE_DOMAIN = b"ZKMETER_BUNDLE_1"
 BUNDLE_VERSION = 1
+# What the settlement contract accepts (contracts/): BulletproofVerifier.sol checks proofs
+# for n = 32, m = 1 only, and ZkMeterSettlement stores the epoch total V as a uint96. A bundle
+# of another bit size could never survive an on-chain challenge of an honest leaf, so the
+# prover refuses to make one and `zkmeter-verify bundle` fails it.
+SETTLEMENT_BIT_SIZE = 32
+SETTLEMENT_TOTAL_BITS = 96
 
 
 class BundleFormatError(ValueError):
@@ -230,9 +235,13 @@ def check_structure(bundle: Bundle) -> Check:
         problems.append("tags are not strictly ascending (duplicated or reordered leaves)")
     if bundle.window_end <= bundle.window_start:
         problems.append("window end is not after its start")
+    if bundle.bit_size != SETTLEMENT_BIT_SIZE:
+        problems.append(f"bit size n = {bundle.bit_size} cannot settle: the on-chain verifier "
+                        f"checks n = {SETTLEMENT_BIT_SIZE} only")
     if problems:
         return Check("structure", False, "; ".join(problems), bad)
-    return Check("structure", True, f"{count} leaves, tags unique and ordered")
+    return Check("structure", True, f"{count} leaves, tags unique and ordered, "
+                                    f"n = {bundle.bit_size}")
 
 
 def check_encodings(bundle: Bundle) -> Check:
@@ -265,10 +274,14 @@ def check_merkle_root(bundle: Bundle) -> Check:
 
 
 def check_aggregate(bundle: Bundle) -> Check:
-    """V*G + R*H equals the sum of the commitments."""
+    """V*G + R*H equals the sum of the commitments, with V exactly the contract's uint96 (never
+    reduced mod r: V + k*r would pass the point equation and be paid as another amount)."""
+    if not 0 <= bundle.total < 1 << SETTLEMENT_TOTAL_BITS:
+        return Check("aggregate", False, f"total V = {bundle.total} does not fit the "
+                                         f"contract's uint{SETTLEMENT_TOTAL_BITS}")
     try:
         total = sum_commitments([leaf.commitment for leaf in bundle.leaves])
-        expected = commit(bundle.total % CURVE_ORDER, bundle.total_blinding)
+        expected = commit(bundle.total, bundle.total_blinding)
     except CircuitsError as exc:
         return Check("aggregate", False, f"cannot compute: {exc}")
     if total != expected:

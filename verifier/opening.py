@@ -10,7 +10,7 @@ user's registered X25519 public key: anyone may fetch it, only the user can open
 leaves get sealed openings to throwaway keys, so every published opening has the same length.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -32,12 +32,13 @@ class OpeningError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Opening:
-    """What only the user learns: its value, blinding, tag and place in the tree."""
+    """What only the user learns: its value, blinding, tag and place in the tree. The repr
+    leaves out the value and the blinding."""
 
     epoch_id: int
     tag: bytes
-    value: int
-    blinding: int
+    value: int = field(repr=False)
+    blinding: int = field(repr=False)
     leaf_index: int
     path: tuple[bytes, ...]
 

@@ -29,7 +29,7 @@ from circuits.pedersen import commit
 from circuits.transcript import RangeProofContext
 from prover.epoch.derive import blinding, padding_tag, proof_seed, user_tag
 from prover.epoch.executor import InlineExecutor, LeafJob, LeafResult, ProofExecutor
-from verifier.bundle import Bundle, Leaf, sign_bundle
+from verifier.bundle import SETTLEMENT_BIT_SIZE, Bundle, Leaf, sign_bundle
 from verifier.opening import Opening, seal
 
 DEFAULT_MIN_LEAVES = 16
@@ -101,6 +101,9 @@ def leaf_count(users: int, min_leaves: int) -> int:
 
 def plan(inputs: EpochInputs, secret: bytes) -> list[PlannedLeaf]:
     """Every leaf of the epoch (users, then padding), with derived tag, blinding and seed."""
+    if inputs.bit_size != SETTLEMENT_BIT_SIZE:
+        raise EpochCloseError(f"bit size n = {inputs.bit_size} cannot settle: the on-chain "
+                              f"verifier checks n = {SETTLEMENT_BIT_SIZE} only")
     limit = 1 << inputs.bit_size
     planned: list[PlannedLeaf] = []
     for user_id in sorted(inputs.totals):

@@ -11,7 +11,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from circuits.rangeproof import prove
@@ -21,12 +21,13 @@ from prover.epoch.derive import proof_rng
 
 @dataclass(frozen=True, slots=True)
 class LeafJob:
-    """One leaf to commit and prove."""
+    """One leaf to commit and prove. Its repr shows the tag only: the value, the blinding and
+    the seed of the proof randomness are secrets (they open the commitment)."""
 
     tag: bytes
-    value: int
-    blinding: int
-    seed: bytes
+    value: int = field(repr=False)
+    blinding: int = field(repr=False)
+    seed: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -464,11 +464,14 @@ def test_verifier_transcript_with_an_extra_message_rejects(mcl, proof32):
         verify(t, proof, commitments, n=32, backend=mcl)
 
 
-def test_a_transcript_cannot_be_used_twice(mcl, proof32):
-    """verify consumes the transcript it is given: a second call on it must not pass."""
+def test_verify_does_not_consume_the_callers_transcript(mcl, proof32):
+    """verify works on a clone (issue 12): the caller's transcript is unchanged, so a second
+    call gives the same answer, and a transcript the caller advanced still rejects."""
     proof, commitments = proof32
     t = CONTEXT.transcript()
     verify(t, proof, commitments, n=32, backend=mcl)
+    verify(t, proof, commitments, n=32, backend=mcl)
+    t.append_message(b"advanced", b"")
     with pytest.raises(VerificationError):
         verify(t, proof, commitments, n=32, backend=mcl)
 

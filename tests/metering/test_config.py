@@ -29,9 +29,9 @@ def test_env_and_secrets_hidden(monkeypatch, caplog):
     monkeypatch.setenv("ZKMETER_SIGNING_KEY", SEED_HEX)
     monkeypatch.setenv("ZKMETER_DATABASE_URL", "postgresql+psycopg://u:hunter2@db/zk")
     monkeypatch.setenv("ZKMETER_MODEL_ENCODINGS", '{"custom": "cl100k_base"}')
-    monkeypatch.setenv("ZKMETER_BIT_SIZE", "16")
+    monkeypatch.setenv("ZKMETER_BIT_SIZE", "32")
     s = Settings()
-    assert s.bit_size == 16 and s.model_encodings == {"custom": "cl100k_base"}
+    assert s.bit_size == 32 and s.model_encodings == {"custom": "cl100k_base"}
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("t").info("settings %s %r", s, s)
     for shown in (repr(s), str(s), s.model_dump_json(), caplog.text):
@@ -70,7 +70,9 @@ def test_placeholders_and_garbage_are_refused(raw):
     assert raw.decode("latin-1") not in str(info.value) or not raw
 
 
-@pytest.mark.parametrize(("name", "value"), [("BIT_SIZE", "12"), ("EPOCH_SECONDS", "0"),
+@pytest.mark.parametrize(("name", "value"), [("BIT_SIZE", "12"), ("BIT_SIZE", "8"),
+                                             ("BIT_SIZE", "16"), ("BIT_SIZE", "64"),
+                                             ("EPOCH_SECONDS", "0"),
                                              ("MODEL_ENCODINGS", '{"m": "r50k_base"}'),
                                              ("MODEL_ENCODINGS", "not json")])
 def test_invalid_settings(monkeypatch, name, value):
@@ -84,14 +86,22 @@ def test_meter_from_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("ZKMETER_SIGNING_KEY", SEED_HEX)
     monkeypatch.setenv("ZKMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'z.sqlite'}")
     monkeypatch.setenv("ZKMETER_MODEL_ENCODINGS", '{"gpt-4o": "cl100k_base"}')
-    monkeypatch.setenv("ZKMETER_BIT_SIZE", "16")
+    monkeypatch.setenv("ZKMETER_BIT_SIZE", "32")
     meter = Meter.from_settings(Settings())
     try:
         assert meter.provider_id == bytes(Settings().load_signing_key().verify_key)
-        assert meter.bit_size == 16 and meter.counter.encoding_for("gpt-4o") == "cl100k_base"
+        assert meter.bit_size == 32 and meter.counter.encoding_for("gpt-4o") == "cl100k_base"
         receipt = meter.record(UsageRequest("k", "alice", "gpt-4o", input_tokens=1,
                                             output_tokens=1)).receipt
         assert receipt.rate_card_hash == meter.rate_card.hash()
     finally:
         meter.close()
         meter.ledger.dispose()
+
+
+@pytest.mark.parametrize("value", ["8", "16", "64"])
+def test_a_bit_size_the_contract_cannot_check_is_refused_clearly(monkeypatch, value):
+    """Only n = 32 settles: the on-chain verifier checks 32-bit proofs only (issue 12)."""
+    monkeypatch.setenv("ZKMETER_BIT_SIZE", value)
+    with pytest.raises(ValidationError, match="bit_size must be 32"):
+        Settings()

@@ -2,12 +2,17 @@
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
+from nacl.signing import SigningKey
 
 from circuits.constants import CURVE_ORDER
 from circuits.pedersen import commit
-from verifier.bundle import parse_bundle, verify_bundle
+from prover.epoch.close import EpochInputs, assemble, plan
+from prover.epoch.executor import prove_leaf
+from tests.verifier.conftest import MASTER_SECRET, PROVIDER_SEED
+from verifier.bundle import parse_bundle, sign_bundle, verify_bundle
 
 
 def dump(data) -> str:
@@ -127,3 +132,42 @@ def test_one_bad_proof_among_1024_is_found(large_epoch):
 def test_large_honest_bundle_verifies(large_epoch):
     assert all(c.ok for c in verify_bundle(large_epoch.bundle))
     assert large_epoch.bundle.total == sum(i * 3 for i in range(1024))
+
+
+def _resigned(data) -> dict:
+    """The bundle JSON re-signed by its provider: only the changed field's own check fails."""
+    key = SigningKey(PROVIDER_SEED)
+    bundle = sign_bundle(parse_bundle(dump(data)), lambda m: bytes(key.sign(m).signature))
+    return bundle.to_json()
+
+
+def test_total_plus_the_group_order_is_refused_even_when_signed(small_bundle_json):
+    """V + r passes the point equation mod r; the contract's uint96 V would be another
+    amount. The total must fit uint96 exactly (issue 12)."""
+    data = copy.deepcopy(small_bundle_json)
+    data["total"]["value"] += CURVE_ORDER
+    checks = {c.name: c for c in verify_bundle(parse_bundle(dump(_resigned(data))))}
+    assert {n for n, c in checks.items() if not c.ok} == {"aggregate"}
+    assert "uint96" in checks["aggregate"].detail
+
+
+def test_a_total_of_2_to_the_96_is_refused(small_bundle_json):
+    data = copy.deepcopy(small_bundle_json)
+    data["total"]["value"] = 1 << 96
+    assert failing(_resigned(data)) == {"aggregate"}
+
+
+def test_an_honest_16_bit_bundle_fails_as_unsettleable(small_epoch):
+    """A bundle with n != 32 could get an honest provider slashed on-chain (the contract's
+    verifier checks n = 32 only): the structure check fails it, the proofs still verify."""
+    bundle = small_epoch.bundle
+    inputs = EpochInputs(ctx=bundle.context, window_start=bundle.window_start,
+                         window_end=bundle.window_end, rate_card_hash=bundle.rate_card_hash,
+                         bit_size=32, totals={"a": 5, "b": 60_000})
+    planned = plan(inputs, MASTER_SECRET)
+    finished = {p.job.tag: prove_leaf(inputs.ctx, 16, p.job) for p in planned}
+    closed = assemble(replace(inputs, bit_size=16), planned, finished,
+                      signing_key=SigningKey(PROVIDER_SEED), user_keys={})
+    checks = {c.name: c for c in verify_bundle(parse_bundle(closed.bundle.dumps()))}
+    assert {n for n, c in checks.items() if not c.ok} == {"structure"}
+    assert "n = 16 cannot settle" in checks["structure"].detail

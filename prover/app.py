@@ -31,7 +31,8 @@ def build_services(settings: Settings | None = None) -> Services:
         chain_id=settings.chain_id, contract=settings.contract_bytes(),
         bit_size=settings.bit_size, min_leaves=settings.min_leaves,
         rate_card_hash=meter.rate_card_hash, epoch_seconds=settings.epoch_seconds,
-        proof_workers=settings.proof_workers, ray_address=settings.ray_address)
+        proof_workers=settings.proof_workers, ray_address=settings.ray_address,
+        allow_empty=settings.allow_empty_epochs)
     epochs = EpochService(ledger=meter.ledger, store=store,
                           signing_key=settings.load_signing_key(), params=params)
     return Services(settings=settings, meter=meter, epochs=epochs, store=store)

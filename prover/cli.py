@@ -1,14 +1,18 @@
-"""``zkmeter``: the operator's command line (epochs, keys; ``serve`` and ``chain`` join it).
+"""``zkmeter``: the operator's command line (serve, epochs, keys, chain).
 
 Configuration comes from ``ZKMETER_*`` environment variables (prover/config.py); secrets are
 never printed. Exit codes: 0 done, 1 the operation failed, 2 bad configuration or input.
+Start-up failures (a bad or placeholder setting, the database, a port in use, an unset
+settlement contract) are one line on stderr and exit 2 (prover/startup.py). ``keys`` works
+from the base install; ``chain`` needs ``zkmeter[chain]``; ``serve``, ``epoch`` and ``demo``
+need ``zkmeter[server]``: a missing extra is named, never a ModuleNotFoundError.
 """
 
 import json
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from nacl.signing import SigningKey
@@ -16,10 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from prover.cli_chain import app as chain_app
-from prover.errors import ConfigError, MeteringError
+from prover.errors import MeteringError
+from verifier.extras import MissingExtra, needs
 
 if TYPE_CHECKING:  # the server stack is imported only when a command needs it
     from prover.app import Services
+    from prover.config import Settings
 
 app = typer.Typer(name="zkmeter", help="zkmeter operator commands.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -31,35 +37,87 @@ app.add_typer(chain_app, name="chain")
 _err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+DevFlag = Annotated[bool, typer.Option(
+    "--dev", help="Development only: accept the zero contract address and the default chain "
+                  "id (epochs closed this way can never settle).")]
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
-def _services() -> "Services":
-    from prover.app import build_services
+def fail_startup(message: str) -> NoReturn:
+    """One line on stderr, exit 2 (never a traceback, never a secret)."""
+    print(f"zkmeter: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _settings(command: str) -> "Settings":
+    from prover.startup import describe_error
 
     try:
-        return build_services()
-    except (ConfigError, ValueError) as exc:
-        _err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        with needs("server", command):
+            from prover.config import Settings
+
+            return Settings()
+    except MissingExtra as exc:
+        fail_startup(str(exc))
+    except Exception as exc:
+        message = describe_error(exc)
+        if message is None:
+            raise
+        fail_startup(message)
+
+
+def _services(command: str, *, dev: bool = True, binds: bool = False) -> "Services":
+    """Settings, checks and the domain services, or one line and exit 2."""
+    from prover.startup import check_binds, describe_error
+
+    settings = _settings(command)
+    problem = None if dev else settings.settlement_problem()
+    if problem is not None:
+        fail_startup(problem)
+    try:
+        with needs("server", command):
+            from prover.app import build_services
+
+            if binds:
+                check_binds(settings)
+            return build_services(settings)
+    except MissingExtra as exc:
+        fail_startup(str(exc))
+    except Exception as exc:
+        message = describe_error(exc, settings)
+        if message is None:
+            raise
+        fail_startup(message)
 
 
 @epoch_app.command("close")
-def epoch_close(as_json: JsonFlag = False) -> None:
+def epoch_close(
+    as_json: JsonFlag = False,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="Publish the epoch even if it has no usage since the last close "
+                              "(default: refused, exit 1; or ZKMETER_ALLOW_EMPTY_EPOCHS).")
+    ] = False,
+    dev: DevFlag = False,
+) -> None:
     """Close the open epoch (or resume an interrupted close) and publish its bundle."""
-    services = _services()
+    services = _services("zkmeter epoch close", dev=dev)
+    empty = True if allow_empty else None
     try:
         if as_json or not sys.stderr.isatty():
-            closed = services.epochs.close()
+            closed = services.epochs.close(allow_empty=empty)
         else:
             columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn())
             with Progress(*columns, console=_err) as bar:
                 task = bar.add_task("proving leaves", total=None)
                 closed = services.epochs.close(
+                    allow_empty=empty,
                     progress=lambda done, total: bar.update(task, completed=done, total=total))
     except MeteringError as exc:
-        _err.print(f"[red]epoch close failed:[/red] {exc}")
-        raise typer.Exit(1) from None
+        if as_json:
+            print(json.dumps({"ok": False, "error": str(exc)}))
+        print(f"zkmeter: epoch close failed: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
     finally:
         services.close()
     bundle = closed.bundle
@@ -79,7 +137,7 @@ def epoch_close(as_json: JsonFlag = False) -> None:
 def epoch_status(epoch_id: Annotated[int, typer.Argument(help="Epoch id.")],
                  as_json: JsonFlag = False) -> None:
     """Show an epoch's state and the progress of its close."""
-    services = _services()
+    services = _services("zkmeter epoch status")
     try:
         info = services.meter.ledger.epoch(epoch_id)
         status = services.store.status(epoch_id)
@@ -96,20 +154,37 @@ def epoch_status(epoch_id: Annotated[int, typer.Argument(help="Epoch id.")],
 
 
 @app.command("serve")
-def serve() -> None:
-    """Run the gRPC API (gateways, operators) and the HTTP read API until SIGTERM/SIGINT."""
+def serve(dev: DevFlag = False) -> None:
+    """Run the gRPC API (gateways, operators) and the HTTP read API until SIGTERM/SIGINT.
+
+    Refuses to start (exit 2, one line) on a bad setting, an unset settlement contract
+    (unless --dev), a database it cannot open or a listen address in use. Logs at start the
+    provider id, the chain and contract epochs settle on, the database (without password) and
+    the listen addresses."""
     import asyncio
     import logging
 
+    from prover.startup import describe_error, startup_lines
+
+    services = _services("zkmeter serve", dev=dev, binds=True)
+    # after start-up: a failed start is one line, not the migrations' log
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("zkmeter.serve")
+    for line in startup_lines(services.settings, services.meter.ledger.provider_id):
+        log.info("zkmeter: %s", line)
+    if dev and services.settings.settlement_problem():
+        log.warning("zkmeter: --dev: epochs are bound to chain %d and contract %s and can "
+                    "never settle", services.settings.chain_id,
+                    services.settings.contract_address)
     from prover.api.serve import serve as run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    services = _services()
     try:
         asyncio.run(run(services))
-    except (ConfigError, OSError) as exc:
-        _err.print(f"[red]cannot serve:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except (MeteringError, OSError) as exc:
+        message = describe_error(exc, services.settings) or str(exc)
+        fail_startup(f"cannot serve: {message}")
+    except SystemExit as exc:  # uvicorn exits when it cannot start; it logged the reason
+        fail_startup(f"cannot serve: the HTTP server did not start (exit {exc.code})")
     finally:
         services.close()
 
@@ -127,7 +202,11 @@ def demo(
                          ] = False,
 ) -> None:
     """Run the whole story end to end: serve, meter, close, publish, verify, settle."""
-    from prover.demo import DemoError, print_summary, run_demo
+    try:
+        with needs("server", "zkmeter demo"):
+            from prover.demo import DemoError, print_summary, run_demo
+    except MissingExtra as exc:
+        fail_startup(str(exc))
 
     console = Console()
     try:
@@ -139,15 +218,52 @@ def demo(
     print_summary(summary, console)
 
 
-@keys_app.command("api-key")
-def new_api_key_cmd() -> None:
-    """Print a new gateway API key (give it to the gateway) and, on stderr, the hash to put
-    in ZKMETER_API_KEY_HASHES (the server stores only hashes)."""
-    from prover.api.grpc_server import hash_api_key, new_api_key
+def api_key_hashes_value(hashes: list[str]) -> str:
+    """The value of ZKMETER_API_KEY_HASHES for these key hashes (one line, JSON)."""
+    return json.dumps(hashes, separators=(",", ":"))
 
+
+@keys_app.command("api-key")
+def new_api_key_cmd(as_json: JsonFlag = False) -> None:
+    """Print a new gateway API key on stdout (give it to the gateway) and, on stderr, one line
+    exactly as it goes into the server's environment:
+    ZKMETER_API_KEY_HASHES='["sha256:..."]' (the server stores only hashes). With several
+    keys, join their hashes in one JSON list."""
+    try:
+        with needs("server", "zkmeter keys api-key"):
+            from prover.api.grpc_server import hash_api_key, new_api_key
+    except MissingExtra as exc:
+        fail_startup(str(exc))
     key = new_api_key()
+    digest = hash_api_key(key)
+    value = api_key_hashes_value([digest])
+    if as_json:
+        print(json.dumps({"api_key": key, "hash": digest, "ZKMETER_API_KEY_HASHES": value}))
+        return
     print(key)
-    _err.print(f"ZKMETER_API_KEY_HASHES entry: {hash_api_key(key)}")
+    print(f"ZKMETER_API_KEY_HASHES='{value}'", file=sys.stderr)  # plain print: never wrapped
+
+
+@keys_app.command("user-key")
+def new_user_key_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the secret key (created "
+                                                    "with mode 0600).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a user's X25519 key pair: the secret key goes to --out (mode 0600, for
+    `zkmeter-verify me --secret-key`), the public key (hex, what the gateway registers with
+    RegisterUserKey) is printed on stdout."""
+    from verifier.keys import KeyFileError, new_user_key
+
+    try:
+        public = new_user_key(out, overwrite=force)
+    except KeyFileError as exc:
+        fail_startup(str(exc))
+    if as_json:
+        print(json.dumps({"public_key": public.hex(), "secret_key_file": str(out)}))
+    else:
+        print(public.hex())
 
 
 @keys_app.command("signing-key")
@@ -156,7 +272,8 @@ def new_signing_key() -> None:
     public key (the provider id) on stderr."""
     seed = secrets.token_bytes(32)
     print(seed.hex())
-    _err.print(f"provider id (public key): {bytes(SigningKey(seed).verify_key).hex()}")
+    print(f"provider signing key (public): {bytes(SigningKey(seed).verify_key).hex()}",
+          file=sys.stderr)
 
 
 def main() -> None:

@@ -11,13 +11,15 @@ out of shell history and process lists). ``--json`` prints one JSON object. Exit
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from prover.chain import ChainClient, SettlementError
 from verifier.bundle import BundleFormatError, parse_bundle
-from verifier.chain import ChainError
+from verifier.extras import MissingExtra, needs
+
+if TYPE_CHECKING:  # web3 comes with the [chain] extra; imported when a command runs
+    from prover.chain import ChainClient
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
 KEY_ENV = "ZKMETER_CHAIN_PRIVATE_KEY"
@@ -62,12 +64,20 @@ def _fail(code: int, message: str, as_json: bool, **extra: Any) -> NoReturn:
 
 
 def _client(rpc_url: str | None, sender: str | None, settlement: str | None,
-            as_json: bool) -> ChainClient:
+            as_json: bool) -> "ChainClient":
     try:
-        return ChainClient.connect(rpc_url, account=sender, private_key=os.environ.get(KEY_ENV),
-                                   settlement=settlement)
-    except (ChainError, ValueError, OSError) as exc:
-        _fail(EXIT_BAD_INPUT, f"cannot use the chain: {exc}", as_json)
+        with needs("chain", "zkmeter chain"):
+            from prover.chain import ChainClient
+            from verifier.chain import ChainError
+
+            try:
+                return ChainClient.connect(rpc_url, account=sender,
+                                           private_key=os.environ.get(KEY_ENV),
+                                           settlement=settlement)
+            except (ChainError, ValueError, OSError) as exc:
+                _fail(EXIT_BAD_INPUT, f"cannot use the chain: {exc}", as_json)
+    except MissingExtra as exc:
+        _fail(EXIT_BAD_INPUT, str(exc), as_json)
 
 
 def _provider_id(text: str, as_json: bool) -> bytes:
@@ -82,6 +92,9 @@ def _provider_id(text: str, as_json: bool) -> bytes:
 
 def _run(as_json: bool, action: Any) -> Any:
     """Run a chain action, mapping contract refusals to exit 1 and chain trouble to exit 2."""
+    from prover.chain import SettlementError
+    from verifier.chain import ChainError
+
     try:
         return action()
     except SettlementError as exc:

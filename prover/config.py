@@ -12,8 +12,11 @@
 * ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400);
 * ``ZKMETER_COUNT_WORKERS``: processes that tokenize text off the GIL (default 0: in-process);
 * ``ZKMETER_CHAIN_ID``, ``ZKMETER_CONTRACT_ADDRESS``: where epochs settle; both are bound
-  into every range proof (defaults: 31337, the zero address until the contract is deployed);
+  into every range proof (defaults: 31337 and the zero address, which ``zkmeter serve`` and
+  ``zkmeter epoch close`` refuse unless ``--dev``: set both from ``zkmeter chain deploy``);
 * ``ZKMETER_MIN_LEAVES``: epochs are padded to at least this many leaves (default 16);
+* ``ZKMETER_ALLOW_EMPTY_EPOCHS``: publish an epoch with no usage when asked to close it
+  (default false: such a close is refused with FAILED_PRECONDITION / exit 1);
 * ``ZKMETER_PROOF_WORKERS``: local proof processes (default: the number of CPUs);
 * ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``);
 * ``ZKMETER_GRPC_BIND`` / ``ZKMETER_HTTP_BIND``: listen addresses (default 127.0.0.1:50051
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
     chain_id: int = Field(default=31_337, ge=0, lt=2**256)
     contract_address: str = "0x" + "00" * 20
     min_leaves: int = Field(default=16, ge=1, le=1 << 20)
+    allow_empty_epochs: bool = False
     proof_workers: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
     grpc_bind: str = "127.0.0.1:50051"
@@ -96,6 +100,20 @@ class Settings(BaseSettings):
     def contract_bytes(self) -> bytes:
         """The settlement contract address as 20 bytes."""
         return bytes.fromhex(self.contract_address[2:])
+
+    def settlement_problem(self) -> str | None:
+        """Why epochs closed with these settings could never settle, or None: the zero
+        contract address, or a chain id left at its default."""
+        if self.contract_bytes() == bytes(20):
+            return ("ZKMETER_CONTRACT_ADDRESS is not set (the zero address): epochs would be "
+                    "bound to no settlement contract and could never settle; run `zkmeter "
+                    "chain deploy` and set ZKMETER_CONTRACT_ADDRESS and ZKMETER_CHAIN_ID from "
+                    "its output (or pass --dev for a development run)")
+        if "chain_id" not in self.model_fields_set:
+            return ("ZKMETER_CHAIN_ID is not set: every proof is bound to the chain id; set it "
+                    "to the chain the contract was deployed on (`zkmeter chain deploy` prints "
+                    "it), or pass --dev for a development run")
+        return None
 
     @field_validator("bit_size")
     @classmethod

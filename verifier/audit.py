@@ -1,11 +1,12 @@
 """The privacy audit of published epoch data (``zkmeter-verify audit``).
 
 What the public may learn from a bundle is the epoch total, the padded number of leaves and
-the time window (DESIGN.md §2.5). The audit checks that the published JSON carries nothing
-else: only the bundle schema's fields, only integers and hex strings (no free text that could
-hold a user id or a prompt), a power-of-two leaf count, tags never repeated within the epoch
-or across the previous epochs given (pseudonyms must be unlinkable), and, if the sealed
-openings are given, one per leaf and all of the same length.
+the time window (README.md, "What is guaranteed", point 5). The audit checks that the
+published JSON carries nothing else: only the bundle schema's fields, only integers and hex
+strings (no free text that could hold a user id or a prompt), a power-of-two leaf count,
+tags never repeated within the epoch or across the previous epochs given (pseudonyms must
+be unlinkable), and, if the sealed openings are given, one per leaf and all of the same
+length.
 """
 
 import json

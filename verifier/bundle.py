@@ -1,6 +1,6 @@
 """The public epoch bundle: layout, canonical bytes, JSON form, and every check on it.
 
-A bundle is what the provider publishes when it closes an epoch (docs/bundle.md):
+A bundle is what the provider publishes when it closes an epoch (docs/epoch.md):
 
     version, chain id, contract, provider id, epoch id, window, rate-card hash, bit size n,
     leaves (tag, commitment, range proof) in tag order, total V, aggregate blinding R,

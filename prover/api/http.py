@@ -268,7 +268,7 @@ def create_http_app(services: Services) -> FastAPI:
         return epoch_out(_find(store, epoch_id))
 
     @app.get("/v1/epochs/{epoch_id}/bundle", tags=["epochs"], response_class=Response,
-             responses={200: {"description": "The bundle JSON as published (docs/bundle.md).",
+             responses={200: {"description": "The bundle JSON as published (docs/epoch.md).",
                               "content": {"application/json": {"schema": {"type": "object"}}}},
                         **ERRORS})
     def get_bundle(store: StoreDep, epoch_id: EpochId) -> Response:

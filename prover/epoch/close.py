@@ -1,6 +1,6 @@
 """Closing an epoch: from per-user totals to a signed bundle and sealed openings.
 
-Steps (DESIGN.md §4.3, docs/epoch.md):
+Steps (docs/epoch.md):
 
 1. take the snapshot of per-user totals (billable units, each in [0, 2^n));
 2. pad to a power of two (at least ``min_leaves``) with zero-value leaves whose tags look

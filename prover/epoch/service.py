@@ -44,6 +44,7 @@ class EpochParams:
     epoch_seconds: int
     proof_workers: int | None = None
     ray_address: str | None = None
+    allow_empty: bool = False  # publish an epoch with no usage (refused by default)
 
 
 class EpochService:
@@ -68,8 +69,11 @@ class EpochService:
         return RangeProofContext(chain_id=self.params.chain_id, contract=self.params.contract,
                                  provider_id=self.ledger.provider_id, epoch_id=epoch_id)
 
-    def epoch_to_close(self) -> EpochInfo:
-        """A ``closing`` epoch to resume, else the open epoch moved to ``closing``."""
+    def epoch_to_close(self, *, allow_empty: bool | None = None) -> EpochInfo:
+        """A ``closing`` epoch to resume, else the open epoch moved to ``closing`` (refused
+        when it has no usage, unless ``allow_empty``; default ``params.allow_empty``)."""
+        if allow_empty is None:
+            allow_empty = self.params.allow_empty
         with self.ledger.engine.begin() as conn:
             closing = conn.execute(select(epochs.c.id).where(epochs.c.state == EPOCH_CLOSING)
                                    .order_by(epochs.c.id)).first()
@@ -78,22 +82,31 @@ class EpochService:
         if closing is not None:
             return self.ledger.epoch(closing.id)
         if opened is None:
-            raise EpochStateError("there is no open epoch to close")
+            raise EpochStateError("there is no open epoch to close (no usage recorded yet)")
+        if not allow_empty and not self.ledger.running_totals(opened.id):
+            raise EpochStateError(f"epoch {opened.id} has no usage since the last close: "
+                                  "nothing to close (allow empty epochs explicitly to publish "
+                                  "one)")
         info, _ = self.ledger.close_epoch(
             opened.id, next_rate_card_hash=self.params.rate_card_hash,
             next_bit_size=self.params.bit_size, epoch_seconds=self.params.epoch_seconds)
         return info
 
-    def close(self, *, progress: Callable[[int, int], None] | None = None) -> ClosedEpoch:
+    def close(self, *, progress: Callable[[int, int], None] | None = None,
+              allow_empty: bool | None = None) -> ClosedEpoch:
         """Close (or resume closing) an epoch and publish it; returns what was published.
 
-        Closes in this process run one at a time; a closer in another process working on the
-        same epoch stores the same, deterministic leaves (duplicates are ignored)."""
+        An open epoch with no usage since the last close is refused (EpochStateError) unless
+        ``allow_empty`` (default: ``params.allow_empty``). Closes in this process run one at a
+        time; a closer in another process working on the same epoch stores the same,
+        deterministic leaves (duplicates are ignored)."""
+        empty_ok = self.params.allow_empty if allow_empty is None else allow_empty
         with self._closing:
-            return self._close(progress)
+            return self._close(progress, empty_ok)
 
-    def _close(self, progress: Callable[[int, int], None] | None) -> ClosedEpoch:
-        info = self.epoch_to_close()
+    def _close(self, progress: Callable[[int, int], None] | None,
+               allow_empty: bool) -> ClosedEpoch:
+        info = self.epoch_to_close(allow_empty=allow_empty)
         totals = self.ledger.totals(info.id)
         if info.window_end_ms is None:  # a closing epoch always has its window end
             raise EpochStateError(f"epoch {info.id} has no window end")

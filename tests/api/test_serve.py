@@ -48,6 +48,8 @@ def server_env(tmp_path):
         "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}",
         "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",
         "ZKMETER_PROOF_WORKERS": "1",
+        "ZKMETER_CHAIN_ID": "31337",
+        "ZKMETER_CONTRACT_ADDRESS": "0x" + "5e" * 20,
     })
     return env, key, grpc_port, http_port
 
@@ -80,6 +82,14 @@ def test_serve_runs_both_servers_and_drains_on_sigterm(server_env):
     stderr = proc.stderr.read().decode()
     assert "draining" in stderr
     assert "Traceback" not in stderr
+    # the start-up log: who, where epochs settle, the database, the listen addresses
+    from nacl.signing import SigningKey
+
+    provider = bytes(SigningKey(bytes.fromhex(env["ZKMETER_SIGNING_KEY"])).verify_key).hex()
+    assert f"provider id {provider}" in stderr
+    assert f"settles on chain 31337, contract {env['ZKMETER_CONTRACT_ADDRESS']}" in stderr
+    assert f"database {env['ZKMETER_DATABASE_URL']}" in stderr
+    assert f"grpc 127.0.0.1:{grpc_port}, http 127.0.0.1:{http_port}" in stderr
 
 
 def test_serve_refuses_a_placeholder_key(server_env):

@@ -104,6 +104,18 @@ def test_nothing_to_close(sqlite_url, signing_key):
         service.close()
 
 
+def test_an_epoch_without_usage_is_refused_unless_allowed(sqlite_url, signing_key):
+    meter, _, service = build(sqlite_url, signing_key)
+    ingest(meter, ["a"])
+    first = service.close()
+    with pytest.raises(EpochStateError, match="no usage since the last close"):
+        service.close()
+    assert meter.ledger.current_epoch().id == first.bundle.epoch_id + 1  # still open
+    empty = service.close(allow_empty=True)
+    assert empty.bundle.epoch_id == first.bundle.epoch_id + 1
+    assert empty.bundle.total == 0 and not empty.openings
+
+
 def test_a_stored_leaf_that_does_not_match_the_snapshot_is_refused(sqlite_url, signing_key):
     meter, store, service = build(sqlite_url, signing_key)
     ingest(meter, ["a", "b", "c"])
@@ -156,6 +168,8 @@ def test_concurrent_closes_in_one_process_are_serialized(sqlite_url, signing_key
         t.start()
     for t in threads:
         t.join()
-    assert not errors
-    assert sorted(results) == [1, 2]  # the second closed the next (empty) epoch
-    assert meter.ledger.epoch(1).state == "closed" and meter.ledger.epoch(2).state == "closed"
+    # the second waited for the first, then found the next epoch empty: refused
+    assert results == [1]
+    assert len(errors) == 1 and isinstance(errors[0], EpochStateError)
+    assert "no usage since the last close" in str(errors[0])
+    assert meter.ledger.epoch(1).state == "closed" and meter.ledger.epoch(2).state == "open"

@@ -53,7 +53,7 @@ def one_line(stderr: str) -> str:
     ({"ZKMETER_CHAIN_ID": None}, "ZKMETER_CHAIN_ID is not set"),
     ({"ZKMETER_SIGNING_KEY": "changeme-changeme"}, "placeholder"),
     ({"ZKMETER_SIGNING_KEY": None}, "set exactly one of ZKMETER_SIGNING_KEY"),
-    ({"ZKMETER_BIT_SIZE": "33"}, "ZKMETER_BIT_SIZE: bit_size must be one of"),
+    ({"ZKMETER_BIT_SIZE": "33"}, "ZKMETER_BIT_SIZE: bit_size must be"),
     ({"ZKMETER_CONTRACT_ADDRESS": "0x1234"}, "ZKMETER_CONTRACT_ADDRESS: contract_address"),
     ({"ZKMETER_MIN_LEAVES": "zero"}, "ZKMETER_MIN_LEAVES:"),
     ({"ZKMETER_DATABASE_URL": "postgresql+psycopg://zk:hunter2@127.0.0.1:1/zk"},

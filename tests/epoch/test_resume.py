@@ -29,6 +29,7 @@ def cli_env(db_path, signing_key):
         "ZKMETER_PROOF_WORKERS": "1",
         "ZKMETER_MIN_LEAVES": str(LEAVES),
         "ZKMETER_CONTRACT_ADDRESS": "0x" + "42" * 20,
+        "ZKMETER_CHAIN_ID": "31337",
     })
     return env
 

@@ -189,6 +189,31 @@ def serve(dev: DevFlag = False) -> None:
         services.close()
 
 
+@app.command("gateway")
+def gateway(
+    upstream: Annotated[str | None, typer.Option(help="Base URL of the OpenAI-compatible "
+                                                      "backend, e.g. http://127.0.0.1:8001/v1"
+                                                 )] = None,
+    bind: Annotated[str | None, typer.Option(help="host:port to listen on.")] = None,
+) -> None:
+    """Run the OpenAI-compatible metering gateway in front of UPSTREAM (docs/gateway.md)."""
+    from prover.gateway.cli import run_gateway_cmd
+
+    run_gateway_cmd(upstream=upstream, bind=bind, err=_err)
+
+
+@app.command("upstream")
+def upstream_cmd(
+    bind: Annotated[str, typer.Option(help="host:port to listen on.")] = "127.0.0.1:8001",
+    delay_ms: Annotated[int, typer.Option(min=0, help="Delay before every reply.")] = 0,
+    fail_every: Annotated[int, typer.Option(min=0, help="Every Nth request answers 500.")] = 0,
+) -> None:
+    """Run the small deterministic OpenAI-compatible server (tests, demo, benchmark)."""
+    from prover.gateway.cli import run_upstream_cmd
+
+    run_upstream_cmd(bind=bind, delay_ms=delay_ms, fail_every=fail_every)
+
+
 @app.command("demo")
 def demo(
     users: Annotated[int, typer.Option(min=2, max=256, help="Number of users.")] = 8,
@@ -264,6 +289,17 @@ def new_user_key_cmd(
         print(json.dumps({"public_key": public.hex(), "secret_key_file": str(out)}))
     else:
         print(public.hex())
+
+
+@keys_app.command("caller-key")
+def new_caller_key_cmd(user_id: Annotated[str, typer.Argument(help="zkmeter user id.")]) -> None:
+    """Print a new caller key for the gateway (give it to the user) and, on stderr, the
+    ZKMETER_GATEWAY_CALLER_KEYS entry (the gateway stores only hashes)."""
+    from prover.api.grpc_server import hash_api_key, new_api_key
+
+    key = new_api_key()
+    print(key)
+    _err.print(f"ZKMETER_GATEWAY_CALLER_KEYS entry: {json.dumps({hash_api_key(key): user_id})}")
 
 
 @keys_app.command("signing-key")

@@ -290,21 +290,23 @@ def check_aggregate(bundle: Bundle) -> Check:
                                     f"{bundle.total})")
 
 
-def check_range_proofs(
-    bundle: Bundle, progress: Callable[[int], None] | None = None, chunk: int = 256
-) -> Check:
-    """Every range proof, batch-verified in chunks; a failing chunk is bisected down to the
-    bad leaves, so one bad proof among many costs about 2*log2(chunk) more batches."""
-    ctx = bundle.context
-    n = bundle.bit_size
-    statements = [
-        Statement(ctx.transcript(), leaf.proof, [leaf.commitment], n) for leaf in bundle.leaves
-    ]
+def failing_proofs(
+    ctx: RangeProofContext,
+    n: int,
+    leaves: Sequence[tuple[bytes, bytes]],
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 256,
+) -> list[int]:
+    """Indices of the (proof, commitment) pairs whose range proof fails in ``ctx``: batch-
+    verified in chunks, a failing chunk bisected down to the bad leaves, so one bad proof
+    among many costs about 2*log2(chunk) more batches. A malformed proof counts as failing."""
+    statements = [Statement(ctx.transcript(), proof, [commitment], n)
+                  for proof, commitment in leaves]
     bad: list[int] = []
 
     def bisect(lo: int, hi: int) -> None:
         try:
-            batch_verify([_fresh(statements[i]) for i in range(lo, hi)])
+            batch_verify(statements[lo:hi])
         except CircuitsError:
             if hi - lo == 1:
                 bad.append(lo)
@@ -318,15 +320,22 @@ def check_range_proofs(
         bisect(start, min(start + chunk, count))
         if progress is not None:
             progress(min(chunk, count - start))
+    return sorted(bad)
+
+
+def check_range_proofs(
+    bundle: Bundle, progress: Callable[[int], None] | None = None, chunk: int = 256
+) -> Check:
+    """Every range proof, batch-verified in chunks (:func:`failing_proofs`)."""
+    n = bundle.bit_size
+    count = len(bundle.leaves)
+    bad = failing_proofs(bundle.context, n,
+                         [(leaf.proof, leaf.commitment) for leaf in bundle.leaves],
+                         progress, chunk)
     if bad:
         return Check("range_proofs", False, f"{len(bad)} of {count} range proofs fail",
                      tuple(bad))
     return Check("range_proofs", True, f"all {count} range proofs verify (n = {n})")
-
-
-def _fresh(statement: Statement) -> Statement:
-    """A statement with an unused copy of its transcript (verification consumes it)."""
-    return replace(statement, transcript=statement.transcript.clone())
 
 
 def verify_bundle(

@@ -5,16 +5,23 @@ Steps (docs/epoch.md):
 1. take the snapshot of per-user totals (billable units, each in [0, 2^n));
 2. pad to a power of two (at least ``min_leaves``) with zero-value leaves whose tags look
    like users' tags;
-3. derive each leaf's tag, blinding and proof randomness from the master secret
+3. derive each leaf's tag, blinding, commitment and proof randomness from the master secret
    (prover/epoch/derive.py), so a redone close is byte-identical;
 4. commit and prove every leaf not already stored, over the executor, saving each finished
    leaf at once (a crash resumes where it stopped);
-5. order the leaves by tag, build the Merkle tree, compute V = sum v and R = sum r mod r;
+   verify before saving: every leaf the executor returns must carry the commitment computed
+   here from its job, and its proof must batch-verify; a leaf that fails is proved again in
+   this process (and the executor named in a warning), so a faulty worker (a Ray node, a
+   broken native backend) can never get a slashable proof signed. Resumed leaves are checked
+   the same way;
+5. order the leaves by tag, build the Merkle tree, compute V = sum v and R = sum r mod r, and
+   check V*G + R*H = sum C and V < 2^96 (the contract's uint96);
 6. sign the bundle's canonical bytes with the provider's Ed25519 key;
 7. make one opening per leaf, sealed to the user's X25519 key (or to a throwaway key for
    padding leaves and for users without a key), all of the same length.
 """
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +32,21 @@ from nacl.signing import SigningKey
 
 from circuits import merkle
 from circuits.constants import CURVE_ORDER
-from circuits.pedersen import commit
+from circuits.pedersen import commit, sum_commitments
 from circuits.transcript import RangeProofContext
 from prover.epoch.derive import blinding, padding_tag, proof_seed, user_tag
-from prover.epoch.executor import InlineExecutor, LeafJob, LeafResult, ProofExecutor
-from verifier.bundle import SETTLEMENT_BIT_SIZE, Bundle, Leaf, sign_bundle
+from prover.epoch.executor import InlineExecutor, LeafJob, LeafResult, ProofExecutor, prove_leaf
+from verifier.bundle import (
+    SETTLEMENT_BIT_SIZE,
+    SETTLEMENT_TOTAL_BITS,
+    Bundle,
+    Leaf,
+    failing_proofs,
+    sign_bundle,
+)
 from verifier.opening import Opening, seal
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MIN_LEAVES = 16
 
@@ -78,10 +94,12 @@ class EpochInputs:
 
 @dataclass(frozen=True, slots=True)
 class PlannedLeaf:
-    """A leaf before proving: its job and, for real users, the user id."""
+    """A leaf before proving: its job, the commitment it must produce, and, for real users,
+    the user id."""
 
     user_id: str | None
     job: LeafJob
+    commitment: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,8 @@ class ClosedEpoch:
     openings: dict[str, Opening]  # private: user id -> its opening
     sealed: dict[bytes, bytes]  # public: tag -> sealed opening
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # leaves the executor got wrong and this process proved again: tag -> executor name
+    reproved: dict[bytes, str] = field(default_factory=dict)
 
 
 def leaf_count(users: int, min_leaves: int) -> int:
@@ -111,20 +131,33 @@ def plan(inputs: EpochInputs, secret: bytes) -> list[PlannedLeaf]:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
             raise EpochCloseError(f"a total is outside [0, 2^{inputs.bit_size})")
         tag = user_tag(secret, inputs.ctx, user_id)
-        planned.append(_planned(inputs.ctx, secret, user_id, tag, value))
+        planned.append(_planned(inputs, secret, user_id, tag, value))
     for index in range(leaf_count(len(planned), inputs.min_leaves) - len(planned)):
         tag = padding_tag(secret, inputs.ctx, index)
-        planned.append(_planned(inputs.ctx, secret, None, tag, 0))
+        planned.append(_planned(inputs, secret, None, tag, 0))
     if len({p.job.tag for p in planned}) != len(planned):
         raise EpochCloseError("two leaves derived the same tag")  # probability 2^-128
     return planned
 
 
-def _planned(ctx: RangeProofContext, secret: bytes, user_id: str | None, tag: bytes,
+def _planned(inputs: EpochInputs, secret: bytes, user_id: str | None, tag: bytes,
              value: int) -> PlannedLeaf:
-    blind = blinding(secret, ctx, tag)
-    return PlannedLeaf(user_id, LeafJob(tag, value, blind, proof_seed(secret, ctx, tag, value,
-                                                                        blind)))
+    blind = blinding(secret, inputs.ctx, tag, value)
+    commitment = commit(value, blind)
+    seed = proof_seed(secret, inputs.ctx, tag, value, blind, n=inputs.bit_size,
+                      commitments=[commitment])
+    return PlannedLeaf(user_id, LeafJob(tag, value, blind, seed), commitment)
+
+
+def _invalid(ctx: RangeProofContext, n: int, planned: Mapping[bytes, PlannedLeaf],
+             results: Sequence[LeafResult]) -> list[LeafResult]:
+    """The results that are not this epoch's planned leaves: unknown tag, a commitment other
+    than the one computed from the job, or a proof that does not verify."""
+    known = [r for r in results if r.tag in planned and r.commitment == planned[r.tag].commitment]
+    known_tags = {r.tag for r in known}
+    bad = [r for r in results if r.tag not in known_tags]
+    failing = set(failing_proofs(ctx, n, [(r.proof, r.commitment) for r in known]))
+    return bad + [r for i, r in enumerate(known) if i in failing]
 
 
 def close_epoch(
@@ -149,26 +182,74 @@ def close_epoch(
     if stale:
         raise EpochCloseError(f"{len(stale)} stored leaves do not belong to this epoch's plan")
     for tag, result in finished.items():  # a resumed leaf must open to the planned value
-        job = by_tag[tag].job
-        if commit(job.value, job.blinding) != result.commitment:
+        if by_tag[tag].commitment != result.commitment:
             raise EpochCloseError("a stored leaf does not match the snapshot")
+    if _invalid(inputs.ctx, inputs.bit_size, by_tag, list(finished.values())):
+        raise EpochCloseError("a stored leaf's range proof does not verify; nothing was "
+                              "signed (delete the epoch's stored leaves to prove them again)")
     todo = [p.job for p in planned if p.job.tag not in finished]
     started = time.perf_counter()
     done = len(finished)
     if progress is not None:
         progress(done, len(planned))
-    for results in (executor or InlineExecutor()).run(inputs.ctx, inputs.bit_size, todo):
-        store.save(results)
-        for result in results:
+    runner = executor or InlineExecutor()
+    reproved: dict[bytes, str] = {}
+    pending = {job.tag for job in todo}
+    for results in runner.run(inputs.ctx, inputs.bit_size, todo):
+        results = [r for r in results if r.tag in pending]  # a duplicate is never counted
+        good = _repair(inputs, by_tag, results, runner.name, reproved)
+        store.save(good)
+        for result in good:
             finished[result.tag] = result
-        done += len(results)
+            pending.discard(result.tag)
+        done += len(good)
         if progress is not None:
             progress(done, len(planned))
+    if pending:  # an executor that silently dropped jobs: prove them here
+        missing = [by_tag[tag].job for tag in sorted(pending)]
+        log.warning("epoch %d: the %s executor returned no result for %d leaves; proving them "
+                    "in process", inputs.ctx.epoch_id, runner.name, len(missing))
+        good = [_reprove(inputs, by_tag, job.tag) for job in missing]
+        reproved.update({r.tag: runner.name for r in good})
+        store.save(good)
+        finished.update({r.tag: r for r in good})
+        if progress is not None:
+            progress(len(finished), len(planned))
     timings["commit_and_prove"] = time.perf_counter() - started
     closed = assemble(inputs, planned, finished, signing_key=signing_key,
                       user_keys=user_keys or {})
     closed.timings.update(timings)
+    closed.reproved.update(reproved)
     return closed
+
+
+def _repair(inputs: EpochInputs, by_tag: Mapping[bytes, PlannedLeaf],
+            results: Sequence[LeafResult], executor: str,
+            reproved: dict[bytes, str]) -> list[LeafResult]:
+    """``results`` with every invalid leaf replaced by one proved (and checked) in process."""
+    bad = _invalid(inputs.ctx, inputs.bit_size, by_tag, results)
+    if not bad:
+        return list(results)
+    log.warning("epoch %d: the %s executor returned %d invalid leaves (wrong commitment or a "
+                "proof that does not verify); proving them again in process",
+                inputs.ctx.epoch_id, executor, len(bad))
+    bad_ids = {id(r) for r in bad}
+    good = [r for r in results if id(r) not in bad_ids]
+    for result in bad:
+        if result.tag in by_tag:
+            good.append(_reprove(inputs, by_tag, result.tag))
+            reproved[result.tag] = executor
+    return good
+
+
+def _reprove(inputs: EpochInputs, by_tag: Mapping[bytes, PlannedLeaf], tag: bytes
+             ) -> LeafResult:
+    """Prove one planned leaf in this process and check it; raise if even that fails."""
+    result = prove_leaf(inputs.ctx, inputs.bit_size, by_tag[tag].job)
+    if _invalid(inputs.ctx, inputs.bit_size, by_tag, [result]):
+        raise EpochCloseError("a leaf proved in process does not verify: the group backend "
+                              "is faulty; nothing was signed")
+    return result
 
 
 def assemble(
@@ -203,6 +284,12 @@ def assemble(
         total_blinding=sum(p.job.blinding for p in planned) % CURVE_ORDER,
         merkle_root=tree[-1][0],
     )
+    if not unsigned.total < 1 << SETTLEMENT_TOTAL_BITS:
+        raise EpochCloseError(f"the epoch total does not fit the contract's "
+                              f"uint{SETTLEMENT_TOTAL_BITS}")
+    if sum_commitments([leaf.commitment for leaf in leaves]) != commit(
+            unsigned.total, unsigned.total_blinding):
+        raise EpochCloseError("the leaves do not sum to V*G + R*H; nothing was signed")
     bundle = sign_bundle(unsigned, lambda message: bytes(signing_key.sign(message).signature))
     timings["sign"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -54,8 +54,9 @@ class Client:
 
     def __init__(self, target: str, *, api_key: str,
                  credentials: grpc.ChannelCredentials | None = None,
-                 timeout: float = 30.0) -> None:
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+                 timeout: float = 30.0,
+                 channel_options: Sequence[tuple[str, int | str]] = ()) -> None:
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *channel_options]
         self._channel = (grpc.secure_channel(target, credentials, options=options)
                          if credentials else grpc.insecure_channel(target, options=options))
         self._metadata = (("authorization", f"Bearer {api_key}"),)

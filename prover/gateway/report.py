@@ -13,7 +13,6 @@ digest instead of billing again.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,11 +58,15 @@ class Reporter:
     def __init__(self, store: GatewayStore, *, target: str, api_key: str, timeout: float,
                  retry_seconds: float, queue_max: int) -> None:
         self.store = store
-        self.client = Client(target, api_key=api_key, timeout=timeout)
+        # reconnect soon after zkmeter serve comes back (grpc's default backoff reaches 120 s)
+        self.client = Client(target, api_key=api_key, timeout=timeout, channel_options=(
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000)))
         self.retry_seconds = retry_seconds
         self.queue_max = queue_max
         self._inflight: set[str] = set()
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # an attempt got through: retry the queue now
         self._full_logged = False
         metrics.QUEUE_DEPTH.set(store.pending)
 
@@ -133,7 +136,7 @@ class Reporter:
         """The receipt an earlier attempt of this request got (found by its key digest)."""
         digest = idempotency_key_digest(idempotency_key(report.request_id))
         try:
-            current = int(self.client.current_epoch().id)
+            current = int(self.client.current_epoch().epoch_id)
             for epoch_id in range(current, max(current - EPOCHS_SEARCHED, 0), -1):
                 for item in self.client.list_receipts(report.user_id, epoch_id):
                     receipt = decode_receipt(item.encoded + item.signature)
@@ -148,6 +151,8 @@ class Reporter:
         if outcome.status == "ok" and outcome.receipt is not None:
             self.store.delivered(report.request_id, report.user_id, outcome.receipt)
             metrics.REPORTS.labels("delivered").inc()
+            if self.store.pending:
+                self._wake.set()
         elif outcome.status == "refused":
             self.store.refused(report.request_id, report.user_id, outcome.code)
             metrics.REPORTS.labels("refused").inc()
@@ -182,9 +187,16 @@ class Reporter:
                 continue
             if failed:
                 metrics.REPORTS.labels("retry_failed").inc()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            if failed:
+            waiters = {asyncio.ensure_future(self._stop.wait()),
+                       asyncio.ensure_future(self._wake.wait())}
+            woken, pending = await asyncio.wait(waiters, timeout=delay,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            if woken:
+                self._wake.clear()
+                delay = self.retry_seconds
+            elif failed:
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
     async def drain(self, timeout: float) -> bool:
@@ -202,6 +214,7 @@ class Reporter:
     def stop(self) -> None:
         """End the retry loop (rows stay queued for the next start)."""
         self._stop.set()
+        self._wake.set()
 
     def close(self) -> None:
         """Close the gRPC channel."""

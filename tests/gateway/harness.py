@@ -95,6 +95,7 @@ class Stack:
             "ZKMETER_DATABASE_URL": f"sqlite:///{workdir / 'zkmeter.sqlite'}",
             "ZKMETER_SIGNING_KEY": SEED, "ZKMETER_PROOF_WORKERS": "1",
             "ZKMETER_RATE_CARD": str(rate_card),
+            "ZKMETER_CONTRACT_ADDRESS": "0x" + "42" * 20, "ZKMETER_CHAIN_ID": "31337",
             "ZKMETER_GRPC_BIND": f"127.0.0.1:{self.grpc_port}",
             "ZKMETER_HTTP_BIND": f"127.0.0.1:{self.http_port}",
             "ZKMETER_API_KEY_HASHES": json.dumps([hash_api_key(self.api_key)])},

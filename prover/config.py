@@ -27,7 +27,22 @@
   RESOURCE_EXHAUSTED);
 * ``ZKMETER_TLS_CERT_FILE``, ``ZKMETER_TLS_KEY_FILE``: serve gRPC over TLS;
   ``ZKMETER_TLS_CLIENT_CA_FILE``: and require client certificates signed by this CA (mTLS);
-* ``ZKMETER_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on shutdown.
+* ``ZKMETER_SHUTDOWN_GRACE_SECONDS``: how long in-flight calls may finish on shutdown;
+* ``ZKMETER_DB_CONNECT_TIMEOUT_SECONDS``: PostgreSQL connect timeout (default 5);
+* ``ZKMETER_DB_STATEMENT_TIMEOUT_SECONDS``: PostgreSQL ``statement_timeout``, also the
+  client-side bound on every round trip (plus a 2 s grace), so a partitioned database fails a
+  call instead of hanging it (default 30);
+* ``ZKMETER_DB_BUSY_TIMEOUT_SECONDS``: SQLite busy timeout, how long a writer waits for the
+  file lock (default 30);
+* ``ZKMETER_DB_RETRY_SECONDS``: how long a close or an ingest batch keeps retrying transient
+  database errors (a dropped connection, a refused connect, a full disk) with backoff before
+  it fails (default 15; 0 = no retries);
+* ``ZKMETER_HTTP_HEADER_TIMEOUT_SECONDS``: an HTTP client must send a complete request head
+  within this long of connecting (or of the previous response) (default 10);
+* ``ZKMETER_HTTP_KEEP_ALIVE_SECONDS``: idle keep-alive HTTP connections close after this
+  long (default 5).
+
+docs/operations.md lists every timeout and retry setting.
 
 Exactly one of the two signing-key settings must be given, and a placeholder (all-equal bytes,
 too few distinct bytes, words such as "changeme") is refused. Secrets are ``SecretStr``: they
@@ -41,6 +56,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prover.errors import ConfigError
+from prover.ledger.faults import DbTimeouts
 from prover.ratecard import DEFAULT_RATE_CARD
 from verifier.bundle import SETTLEMENT_BIT_SIZE
 from verifier.tokens import SUPPORTED_ENCODINGS
@@ -78,6 +94,19 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    db_connect_timeout_seconds: int = Field(default=5, ge=1, le=3600)
+    db_statement_timeout_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    db_busy_timeout_seconds: float = Field(default=30.0, ge=0, le=86_400)
+    db_retry_seconds: float = Field(default=15.0, ge=0, le=86_400)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+
+    def db_timeouts(self) -> "DbTimeouts":
+        """The database timeouts and retry bound of these settings."""
+        return DbTimeouts(connect_seconds=self.db_connect_timeout_seconds,
+                          statement_seconds=self.db_statement_timeout_seconds,
+                          busy_seconds=self.db_busy_timeout_seconds,
+                          retry_seconds=self.db_retry_seconds)
 
     @field_validator("api_key_hashes")
     @classmethod

@@ -162,7 +162,8 @@ class Meter:
         """A meter wired from the configuration (migrates the database)."""
         key = settings.load_signing_key()
         ledger = Ledger.from_url(settings.database_url.get_secret_value(),
-                                 provider_id=bytes(key.verify_key))
+                                 provider_id=bytes(key.verify_key),
+                                 timeouts=settings.db_timeouts())
         return cls(ledger=ledger, signing_key=key, rate_card=load_rate_card(settings.rate_card),
                    counter=TokenCounter(settings.model_encodings), bit_size=settings.bit_size,
                    epoch_seconds=settings.epoch_seconds,

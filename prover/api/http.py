@@ -10,12 +10,13 @@ here reads a request body, and nothing is logged about requests.
 """
 
 import logging
+import re
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
@@ -127,7 +128,20 @@ def _store(request: Request) -> EpochStore:
 
 ServicesDep = Annotated[Services, Depends(_services)]
 StoreDep = Annotated[EpochStore, Depends(_store)]
-EpochId = Annotated[int, Path(ge=0, le=MAX_EPOCH_ID, description="Epoch id.", examples=[1])]
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def strict_int(value: Any) -> Any:
+    """Only plain ASCII digits are an integer on the wire: ``1.0``, `` 1``, ``1 ``, ``\\n1``,
+    ``1_0``, ``+1`` and ``١`` are refused (pydantic's lax mode would read them as numbers)."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a decimal integer (ASCII digits only)")
+    return value
+
+
+Digits = BeforeValidator(strict_int)  # beside Path/Query, not nested: keeps their schema
+EpochId = Annotated[int, Path(ge=0, le=MAX_EPOCH_ID, description="Epoch id.", examples=[1]),
+                    Digits]
 Tag = Annotated[str, Path(pattern=TAG_PATTERN, examples=["0x" + "ab" * 32],
                           description="Leaf tag: 32 bytes as 64 hex characters, 0x optional.")]
 
@@ -236,7 +250,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_http_app(services: Services) -> FastAPI:
     """The public read API over ``services`` (no lifespan: the caller owns the services)."""
-    app = FastAPI(title="zkmeter public API", version=API_VERSION,
+    # redirect_slashes=False: an unknown path such as /v1/epochs/ is a 404, not a redirect.
+    app = FastAPI(title="zkmeter public API", version=API_VERSION, redirect_slashes=False,
                   description="Public read side: epochs, bundles, sealed openings, provider "
                               "keys and rate card, health, metrics.")
     app.state.services = services
@@ -249,7 +264,7 @@ def create_http_app(services: Services) -> FastAPI:
              responses={503: ERRORS[503]})
     def list_epochs(
         store: StoreDep,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE), Digits] = DEFAULT_PAGE,
         before: Annotated[int | None, Query(ge=1, le=MAX_EPOCH_ID,
                                             description="Only epochs with a smaller id.")
                           ] = None,
@@ -339,4 +354,14 @@ def create_http_app(services: Services) -> FastAPI:
         """Ingest counts and latencies, epoch states and close progress."""
         return Response(content=render(registry), media_type=METRICS_CONTENT_TYPE)
 
+    _get_only(app)
     return app
+
+
+def _get_only(app: FastAPI) -> None:
+    """GET is the only method: Starlette's own routes (``/openapi.json``, ``/docs``) also
+    answer HEAD, which would make them the only paths where a non-GET is not 405."""
+    for route in app.router.routes:
+        methods = getattr(route, "methods", None)
+        if isinstance(methods, set):
+            methods.discard("HEAD")

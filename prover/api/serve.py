@@ -13,6 +13,7 @@ import uvicorn
 
 from prover.api.grpc_server import TlsFiles, create_server
 from prover.api.http import create_http_app
+from prover.api.http_server import uvicorn_config
 from prover.app import Services
 from prover.config import Settings
 from prover.errors import ConfigError
@@ -74,8 +75,9 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
                                   tls=tls_files(settings),
                                   writers=ingest_writers(settings))
     host, port = split_bind(settings.http_bind)
-    config = uvicorn.Config(create_http_app(services), host=host, port=port,
-                            log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn_config(create_http_app(services), host=host, port=port,
+                            header_timeout=settings.http_header_timeout_seconds,
+                            keep_alive=settings.http_keep_alive_seconds)
     http = uvicorn.Server(config)
     http_task = asyncio.create_task(http.serve())
     while not http.started and not http_task.done():

@@ -8,7 +8,8 @@ migrations in prover/migrations/) and the same behaviour:
   batch's per-user state rows (``SELECT ... FOR UPDATE`` in user order, so two batches never
   deadlock), look the idempotency keys up *after* those locks, then seal (number, chain, sign)
   and insert every new event and update the state rows. On SQLite every transaction starts
-  with ``BEGIN IMMEDIATE``: one writer at a time, across processes (busy timeout 30 s), so
+  with ``BEGIN IMMEDIATE``: one writer at a time, across processes (busy timeout,
+  ``ZKMETER_DB_BUSY_TIMEOUT_SECONDS``), so
   there the state rows of new users are simply inserted at the end. Statements are bulk: one
   per batch over arrays on PostgreSQL, one driver ``executemany`` on SQLite.
 * **Idempotency.** A key seen before (in the table or earlier in the batch) with the same
@@ -20,9 +21,15 @@ migrations in prover/migrations/) and the same behaviour:
 * **Epochs.** Exactly one open epoch (a partial unique index). Closing it (``FOR UPDATE``,
   which waits for ingest transactions holding it shared) moves it to ``closing`` with its
   window end and opens the next; an event belongs to the epoch it was locked under.
+* **Faults.** Every PostgreSQL round trip has a connect and a statement timeout, and every
+  transaction here retries transient errors (connection lost, refused, terminated; a full
+  disk; a locked file) with backoff for a bounded time, then fails with one short
+  ``LedgerError`` (prover/ledger/faults.py). A batch whose commit reached the database but
+  whose answer was lost is found by its idempotency keys on the retry.
 """
 
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,6 +59,7 @@ from prover.errors import (
     LedgerError,
     MeteringError,
 )
+from prover.ledger.faults import DbTimeouts, is_transient, postgres_connect, with_retries
 from prover.ledger.schema import (
     EPOCH_CLOSED,
     EPOCH_CLOSING,
@@ -63,7 +71,6 @@ from prover.ledger.schema import (
 from verifier.receipts import ZERO32, Receipt, decode_receipt
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 MAX_ATTEMPTS = 8
 MAX_BATCH = 2_000
 # Ledger columns are signed 64-bit on PostgreSQL.
@@ -125,27 +132,46 @@ def now_ms() -> int:
 
 # --- engines and migrations ----------------------------------------------------------------
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+_TIMEOUTS: "weakref.WeakKeyDictionary[Engine, DbTimeouts]" = weakref.WeakKeyDictionary()
+
+
+def make_engine(url: str, *, echo: bool = False,
+                timeouts: DbTimeouts | None = None) -> Engine:
     """An engine for a SQLite file (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE,
-    synchronous=FULL) or for PostgreSQL through psycopg 3."""
+    synchronous=FULL) or for PostgreSQL through psycopg 3 (connect and statement timeouts,
+    a client-side deadline on every round trip: prover/ledger/faults.py)."""
+    timeouts = timeouts or DbTimeouts()
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file:"):
             raise ConfigError("the SQLite ledger must be a file path (sqlite:///path)")
+        busy_ms = round(timeouts.busy_seconds * 1000)
         engine = create_engine(parsed, echo=echo,
-                               connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _sqlite_on_connect)
+                               connect_args={"timeout": timeouts.busy_seconds})
+        event.listen(engine, "connect",
+                     lambda dbapi, _record: _sqlite_on_connect(dbapi, busy_ms))
         event.listen(engine, "begin", _sqlite_on_begin)
+        _TIMEOUTS[engine] = timeouts
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             raise ConfigError("use the psycopg 3 driver: postgresql+psycopg://...")
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
+        connect = postgres_connect(timeouts)
+        event.listen(engine, "do_connect",
+                     lambda _dialect, _record, cargs, cparams: connect(*cargs, **cparams))
+        _TIMEOUTS[engine] = timeouts
+        return engine
     raise ConfigError(f"unsupported database backend {backend!r} (sqlite or postgresql)")
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def engine_timeouts(engine: Engine) -> DbTimeouts:
+    """The timeouts ``make_engine`` gave this engine (the defaults for any other engine)."""
+    return _TIMEOUTS.get(engine) or DbTimeouts()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, busy_ms: int) -> None:
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
     cursor = dbapi_connection.cursor()
     try:
@@ -154,7 +180,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
             raise ConfigError(f"SQLite refused WAL mode (got {mode!r})")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     finally:
         cursor.close()
 
@@ -168,10 +194,20 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:
+        driver = conn.connection.dbapi_connection
+        bound = getattr(driver, "deadline_seconds", None)
         if conn.dialect.name == "postgresql":  # one migrator at a time across processes
+            # No statement timeout for schema changes: an index build may take longer.
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            if bound is not None:
+                driver.deadline_seconds = None  # type: ignore[union-attr]
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274001)")
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        finally:
+            if bound is not None:
+                driver.deadline_seconds = bound  # type: ignore[union-attr]
 
 
 def epoch_from_row(row: Any) -> EpochInfo:
@@ -200,15 +236,17 @@ class Ledger:
             raise ConfigError("provider_id must be the provider's 32-byte Ed25519 public key")
         self.engine = engine
         self.provider_id = provider_id
+        self.timeouts = engine_timeouts(engine)
         self._clock_ms = clock_ms
         dialect = engine.dialect.name
         self._postgres = dialect == "postgresql"
 
     @classmethod
     def from_url(cls, url: str, *, provider_id: bytes, run_migrations: bool = True,
-                 clock_ms: Callable[[], int] = now_ms) -> "Ledger":
+                 clock_ms: Callable[[], int] = now_ms,
+                 timeouts: DbTimeouts | None = None) -> "Ledger":
         """Open (and by default migrate) the ledger at ``url``."""
-        engine = make_engine(url)
+        engine = make_engine(url, timeouts=timeouts)
         if run_migrations:
             migrate(engine)
         return cls(engine, provider_id=provider_id, clock_ms=clock_ms)
@@ -446,18 +484,28 @@ class Ledger:
 
     # --- transactions --------------------------------------------------------------------
 
+    def with_retries(self, fn: Callable[[], T]) -> T:
+        """``fn()`` with transient database errors retried for ``timeouts.retry_seconds``,
+        then one short LedgerError (prover/ledger/faults.py)."""
+        return with_retries(fn, seconds=self.timeouts.retry_seconds)
+
     def _retry(self, body: Callable[[Connection], T]) -> T:
-        """Run ``body`` in one transaction, retrying races (module docstring)."""
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                with self.engine.begin() as conn:
-                    return body(conn)
-            except DBAPIError as exc:
-                if not _retryable(exc) or attempt == MAX_ATTEMPTS - 1:
-                    raise LedgerError(f"ledger transaction failed: {type(exc).__name__}: "
-                                      f"{_first_line(exc)}") from None
-                time.sleep(0.002 * (attempt + 1))
-        raise LedgerError("unreachable")  # pragma: no cover
+        """Run ``body`` in one transaction, retrying races at once and transient faults
+        with backoff (module docstring)."""
+        def once() -> T:
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    with self.engine.begin() as conn:
+                        return body(conn)
+                except DBAPIError as exc:
+                    if is_transient(exc):
+                        raise  # with_retries: backoff within the time bound
+                    if not _retryable(exc) or attempt == MAX_ATTEMPTS - 1:
+                        raise LedgerError(f"ledger transaction failed: {type(exc).__name__}: "
+                                          f"{_first_line(exc)}") from None
+                    time.sleep(0.002 * (attempt + 1))
+            raise LedgerError("unreachable")  # pragma: no cover
+        return self.with_retries(once)
 
 
 _EVENT_COLUMNS = tuple(c.name for c in events.columns if c.name != "id")

@@ -5,6 +5,7 @@ against the served OpenAPI document."""
 
 import contextlib
 import dataclasses
+import socket
 import threading
 import time
 
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 
 from prover.api.http import create_http_app
+from prover.api.http_server import uvicorn_config
 from prover.api.metrics import observe_ingest
 from prover.app import Services
 from prover.config import Settings
@@ -39,11 +41,11 @@ USERS = [f"user-{i}" for i in range(5)]
 # --- harness -------------------------------------------------------------------------------
 
 class HttpServer:
-    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a background thread."""
+    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a background thread, configured as
+    ``zkmeter serve`` configures it (prover/api/http_server.py)."""
 
-    def __init__(self, app) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                lifespan="off", access_log=False)
+    def __init__(self, app, **timeouts) -> None:
+        config = uvicorn_config(app, host="127.0.0.1", port=0, **timeouts)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -52,7 +54,7 @@ class HttpServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
+        port = self.port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
@@ -245,10 +247,13 @@ def test_health_metrics_openapi(world):
     # published, but no such tag
     "/v1/epochs/1/openings/0x" + "ab" * 32,
     "/nowhere",
+    # a trailing slash is another (unknown) path, not a redirect
+    "/v1/epochs/", "/v1/epochs/1/", "/v1/provider/",
 ])
 def test_not_found(world, path):
     response = world.http.get(path)
     assert response.status_code == 404
+    assert "location" not in response.headers
     assert response.headers["content-type"] == "application/json"
     assert isinstance(response.json()["detail"], str)
 
@@ -269,6 +274,12 @@ def test_not_found_says_why(world):
     "/v1/epochs/1/openings/%20" + "ab" * 32, "/v1/epochs/1/openings/" + "ab" * 32 + "%0a",
     "/v1/epochs?limit=0", "/v1/epochs?limit=501", "/v1/epochs?limit=x",
     "/v1/epochs?before=abc", "/v1/epochs?before=0",
+    # integers are ASCII digits only: no decimals, spaces, newlines, underscores or signs
+    "/v1/epochs/1.0", "/v1/epochs/%201", "/v1/epochs/1%20", "/v1/epochs/%0A1",
+    "/v1/epochs/1%0A", "/v1/epochs/1_0", "/v1/epochs/+1", "/v1/epochs/%D9%A1",
+    "/v1/epochs/1.0/bundle", "/v1/epochs/1_0/openings",
+    "/v1/epochs/%201/openings/" + "ab" * 32,
+    "/v1/epochs?limit=1_0", "/v1/epochs?limit=%202", "/v1/epochs?limit=2.0",
 ])
 def test_bad_input_is_422(world, path):
     response = world.http.get(path)
@@ -281,6 +292,92 @@ def test_wrong_method_is_405_json(world):
     response = world.http.post("/v1/epochs/1/bundle", content=b"secret-body")
     assert response.status_code == 405 and "GET" in response.headers["allow"]
     assert response.json() == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/v1/epochs", "/v1/epochs/1",
+                                  "/v1/epochs/1/bundle", "/healthz"])
+@pytest.mark.parametrize("method", ["HEAD", "POST", "PUT", "DELETE", "PATCH"])
+def test_only_get(world, path, method):
+    """Every path answers only GET: the framework's own routes (/openapi.json, /docs) too."""
+    response = world.http.request(method, path)
+    assert response.status_code == 405, (method, path)
+    assert response.headers["allow"] == "GET"
+    if method != "HEAD":
+        assert response.json() == {"detail": "Method Not Allowed"}
+    assert world.http.get(path).status_code == 200
+
+
+# --- malformed HTTP and slow clients (prover/api/http_server.py) ---------------------------
+
+def _raw(port: int, data: bytes, *, timeout: float = 10.0) -> tuple[bytes, float]:
+    """Send ``data`` on a fresh connection; (everything read until the server closes,
+    seconds until it did)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        if data:
+            sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - started
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n", b"GET /v1/epochs x HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v1/epochs HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET /v1/epochs HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+])
+def test_malformed_http_is_plain_400(world, request_bytes):
+    """uvicorn answers malformed HTTP before the application runs: a text/plain 400 (the
+    one non-JSON error, docs/api.md), then it closes the connection."""
+    answer, _ = _raw(world.server.port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: text/plain; charset=utf-8" in head.lower()
+    assert body == b"Invalid HTTP request received."
+
+
+@pytest.fixture(scope="module")
+def strict_server(world):
+    server = HttpServer(create_http_app(world.services), header_timeout=0.5, keep_alive=1)
+    yield server
+    server.stop()
+
+
+def test_silent_client_is_dropped(strict_server):
+    answer, took = _raw(strict_server.port, b"")
+    assert answer == b"" and 0.4 < took < 3.0
+
+
+def test_slow_headers_are_dropped(strict_server):
+    """A client that trickles its request head (slowloris) is cut off at the header timeout,
+    however often it sends a byte."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(40):
+                sock.sendall(b"X-Slow: 1\r\n")
+                time.sleep(0.1)
+        closed = sock.recv(65536) == b""
+    took = time.monotonic() - started
+    assert closed and took < 3.0
+
+
+def test_idle_keep_alive_is_closed(strict_server):
+    """After a response the client has the header timeout (here 0.5 s, shorter than the
+    keep-alive timeout) to start its next request, and a fast client keeps its connection."""
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=10) as sock:
+        for _ in range(3):  # requests in a row on one connection, each well within the bound
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert sock.recv(65536) == b""
+        assert time.monotonic() - started < 3.0
 
 
 def test_database_down(world):

@@ -33,7 +33,13 @@ from nacl.signing import SigningKey
 
 from circuits.hashing import keccak256
 from prover.config import BIT_SIZES, Settings
-from prover.errors import ConfigError, InvalidRequestError, MeteringError, UnitsOverflowError
+from prover.errors import (
+    ConfigError,
+    InvalidRequestError,
+    LedgerError,
+    MeteringError,
+    UnitsOverflowError,
+)
 from prover.ledger import ChainPosition, Ledger, PendingEvent, Stored
 from prover.ledger.store import MAX_BATCH
 from prover.ratecard import RateCard, load_rate_card
@@ -102,7 +108,13 @@ class _Sealing:
     flags: int
 
 
-def _check_str(value: Any, name: str, max_bytes: int) -> bytes:
+def check_identifier(value: Any, name: str, max_bytes: int) -> bytes:
+    """An identifier (idempotency key, user id, model) as UTF-8 bytes, or InvalidRequestError.
+
+    The same rule on every backend and transport (docs/security.md): valid UTF-8 of
+    1..``max_bytes`` bytes, no control character (U+0000-U+001F, U+007F-U+009F; PostgreSQL
+    text cannot hold NUL, and SQLite would store it), and not whitespace only. The value is
+    never quoted in the error."""
     if not isinstance(value, str):
         raise InvalidRequestError(f"{name} must be a string")
     try:
@@ -111,7 +123,14 @@ def _check_str(value: Any, name: str, max_bytes: int) -> bytes:
         raise InvalidRequestError(f"{name} is not valid UTF-8 text") from None
     if not 1 <= len(raw) <= max_bytes:
         raise InvalidRequestError(f"{name} must be 1..{max_bytes} bytes")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
+        raise InvalidRequestError(f"{name} must not contain control characters (such as NUL)")
+    if not value.strip():
+        raise InvalidRequestError(f"{name} must not be whitespace only")
     return raw
+
+
+_check_str = check_identifier
 
 
 def _check_count(value: Any, name: str) -> int:
@@ -194,8 +213,7 @@ class Meter:
                 where.append(index)
             except MeteringError as exc:
                 outcomes[index] = exc
-        stored = self.ledger.append(pending, seal=self._seal, rate_card_hash=self.rate_card_hash,
-                                    bit_size=self.bit_size, epoch_seconds=self.epoch_seconds)
+        stored = self._append_isolated(pending)
         for index, outcome in zip(where, stored, strict=True):
             outcomes[index] = outcome
         refused = sum(isinstance(o, MeteringError) for o in outcomes)
@@ -203,6 +221,29 @@ class Meter:
         log.debug("metered batch: %d events, %d replayed, %d refused", len(requests),
                   replayed, refused)
         return [o for o in outcomes if o is not None]
+
+    def _append(self, pending: Sequence[PendingEvent]) -> list[Any]:
+        return list(self.ledger.append(pending, seal=self._seal,
+                                       rate_card_hash=self.rate_card_hash,
+                                       bit_size=self.bit_size,
+                                       epoch_seconds=self.epoch_seconds))
+
+    def _append_isolated(self, pending: Sequence[PendingEvent]) -> list[Any]:
+        """Append a batch; if the ledger refuses the whole transaction (one item the database
+        cannot store, a lost connection), record each item in its own transaction, so one
+        item's error never fails another's. A database that is down fails each item."""
+        try:
+            return self._append(pending)
+        except LedgerError:
+            if len(pending) <= 1:
+                raise
+        outcomes: list[Any] = []
+        for item in pending:
+            try:
+                outcomes.extend(self._append([item]))
+            except LedgerError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def fingerprint(self, request: UsageRequest) -> bytes:
         """The keyed payload fingerprint idempotency compares (validates the request)."""

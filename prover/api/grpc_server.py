@@ -2,8 +2,9 @@
 
 Transport only: convert protobuf to domain requests, call the core (prover/metering.py,
 prover/epoch/service.py) in a worker thread, convert back. Cross-cutting concerns live in one
-place each: gateway authentication in :class:`ApiKeyInterceptor`, error mapping in
-:func:`status_for`. Nothing here logs a request or any prompt or completion text.
+place each: gateway authentication in :class:`ApiKeyInterceptor`, requests that do not
+decode in :class:`UndecodableRequestInterceptor`, error mapping in :func:`status_for`.
+Nothing here logs a request or any prompt or completion text.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -115,6 +117,134 @@ def _denied(handler: Any) -> Any:
     return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
 
 
+# --- requests that do not decode -----------------------------------------------------------
+
+class Undecodable:
+    """What a request that protobuf cannot parse becomes: handled as INVALID_ARGUMENT (a
+    unary call ends with it; a stream item gets a per-item error and the stream goes on)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Undecodable({self.reason!r})"
+
+
+_TEXT_FIELD = meter_pb2.RecordUsageRequest.DESCRIPTOR.fields_by_name["text"].number
+_COUNTS_FIELD = meter_pb2.RecordUsageRequest.DESCRIPTOR.fields_by_name["counts"].number
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def top_level_fields(data: bytes) -> set[int]:
+    """The field numbers present at the top level of an encoded message (wire format only;
+    raises ValueError if it does not parse as such)."""
+    found: set[int] = set()
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        found.add(number)
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire == 5:
+            pos += 4
+        else:  # groups (3, 4) and 6, 7: nothing zkmeter sends
+            raise ValueError(f"wire type {wire}")
+        if pos > len(data):
+            raise ValueError("truncated field")
+    return found
+
+
+def _safe_deserializer(method: str, deserialize: Callable[[bytes], Any] | None
+                       ) -> Callable[[bytes], Any] | None:
+    """``deserialize`` that returns :class:`Undecodable` instead of raising (one log line,
+    never the bytes or protobuf's message text)."""
+    if deserialize is None:
+        return None
+    check_oneof = method.endswith(("/RecordUsage", "/RecordUsageStream"))
+
+    def safe(data: bytes) -> Any:
+        try:
+            message = deserialize(data)
+        except (ProtobufDecodeError, ValueError, RecursionError, UnicodeDecodeError) as exc:
+            log.info("gRPC %s: undecodable request refused (%s)", method, type(exc).__name__)
+            return Undecodable("the request is not a valid protobuf message of its type")
+        if check_oneof:
+            try:
+                fields = top_level_fields(bytes(data))
+            except ValueError:
+                fields = set()
+            if {_TEXT_FIELD, _COUNTS_FIELD} <= fields:
+                log.info("gRPC %s: request with both text and counts refused", method)
+                return Undecodable("usage: give either `text` or `counts`, not both")
+        return message
+
+    return safe
+
+
+class UndecodableRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every zkmeter request that does not decode (invalid UTF-8 in a string, garbage or
+    truncated bytes, a bad wire type, field 0, deep nesting) ends as INVALID_ARGUMENT with one
+    log line; in a stream it is one item's error, and the items after it are processed."""
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
+            return handler
+        kwargs = {"request_deserializer": _safe_deserializer(details.method,
+                                                             handler.request_deserializer),
+                  "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_unary_guard(handler.unary_unary),
+                                                       **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _unary_stream_guard(handler.unary_stream), **kwargs)
+        if handler.stream_unary:  # the servicer turns Undecodable items into item errors
+            return grpc.stream_unary_rpc_method_handler(handler.stream_unary, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(handler.stream_stream, **kwargs)
+
+
+def _unary_guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            await abort_with(context, InvalidRequestError(request.reason))
+        return await behavior(request, context)
+
+    return guarded
+
+
+def _unary_stream_guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await abort_with(context, InvalidRequestError(request.reason))
+        async for item in behavior(request, context):
+            yield item
+
+    return guarded
+
+
 # --- errors --------------------------------------------------------------------------------
 
 def _field_of(message: str) -> str:
@@ -158,8 +288,10 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: Exception) -> None:
 
 # --- conversions ---------------------------------------------------------------------------
 
-def usage_from_proto(request: meter_pb2.RecordUsageRequest) -> UsageRequest:
+def usage_from_proto(request: meter_pb2.RecordUsageRequest | Undecodable) -> UsageRequest:
     """The domain request of a RecordUsageRequest; raises InvalidRequestError."""
+    if isinstance(request, Undecodable):
+        raise InvalidRequestError(request.reason)
     kind = request.WhichOneof("usage")
     if kind == "text":
         try:
@@ -251,14 +383,30 @@ class IngestBatcher:
             batch = [await queue.get()]
             while len(batch) < self._max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
-            try:
-                outcomes: list[Any] = await asyncio.to_thread(
-                    self._record_batch, [request for request, _ in batch])
-            except Exception as exc:  # a failed batch (database down) fails each request
-                outcomes = [exc] * len(batch)
+            outcomes = await self._record_isolated([request for request, _ in batch])
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+    async def _record_isolated(self, requests: list[UsageRequest]) -> list[Any]:
+        """One outcome per request. Requests of unrelated callers share a transaction, so a
+        batch that fails as a whole is recorded again one request at a time: one caller's
+        request can never fail another's (a database that is down fails each one)."""
+        try:
+            outcomes: list[Any] = await asyncio.to_thread(self._record_batch, requests)
+            if len(outcomes) != len(requests):
+                raise RuntimeError("record_batch returned the wrong number of outcomes")
+            return outcomes
+        except Exception as exc:
+            if len(requests) == 1:
+                return [exc]
+        singles: list[Any] = []
+        for request in requests:
+            try:
+                singles.extend(await asyncio.to_thread(self._record_batch, [request]))
+            except Exception as exc:
+                singles.append(exc)
+        return singles
 
     async def aclose(self) -> None:
         """Stop the writer tasks."""
@@ -297,7 +445,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     ) -> AsyncIterator[meter_pb2.RecordUsageResponse]:
         """One response per request, in order; requests that arrive together are recorded in
         one ledger transaction."""
-        queue: asyncio.Queue[meter_pb2.RecordUsageRequest | None] = asyncio.Queue(
+        queue: asyncio.Queue[meter_pb2.RecordUsageRequest | Undecodable | None] = asyncio.Queue(
             maxsize=4 * STREAM_BATCH)
 
         async def read() -> None:
@@ -337,7 +485,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         finally:
             reader.cancel()
 
-    async def _record_batch(self, batch: list[meter_pb2.RecordUsageRequest]
+    async def _record_batch(self, batch: list[meter_pb2.RecordUsageRequest | Undecodable]
                             ) -> list[Stored | Exception]:
         converted: list[UsageRequest | Exception] = []
         for item in batch:
@@ -515,7 +663,8 @@ async def create_server(
     ``writers``: concurrent ledger transactions for ingest (1 suits SQLite's single writer;
     PostgreSQL takes more)."""
     server = grpc.aio.server(
-        interceptors=[ApiKeyInterceptor(api_key_hashes)],
+        # the API key is checked first, so an unauthenticated caller learns nothing more
+        interceptors=[ApiKeyInterceptor(api_key_hashes), UndecodableRequestInterceptor()],
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", 64 * 1024 * 1024),
                  ("grpc.so_reuseport", 0)],

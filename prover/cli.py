@@ -220,7 +220,8 @@ def demo(
     requests: Annotated[int, typer.Option(min=2, max=100_000, help="Requests to send.")] = 48,
     out: Annotated[Path, typer.Option(help="Where the artifacts go (replaced).")] = Path(
         "zkmeter-demo"),
-    rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of a real node (e.g. anvil) "
+    rpc: Annotated[str | None, typer.Option("--rpc-url", "--rpc",
+                                            help="JSON-RPC URL of a real node (e.g. anvil) "
                                                  "instead of the in-process chain.")] = None,
     bad_proof: Annotated[bool, typer.Option("--bad-proof", help="The provider cheats on one "
                                                                 "leaf; watch it get caught.")

@@ -41,7 +41,8 @@ Sender = Annotated[
     str | None, typer.Option("--from", help="Unlocked sender account (default: the node's first).")
 ]
 Settlement = Annotated[
-    str, typer.Option("--settlement", envvar="ZKMETER_SETTLEMENT", help="Settlement address.")
+    str, typer.Option("--contract", "--settlement", envvar="ZKMETER_CONTRACT_ADDRESS",
+                      help="Settlement contract address ($ZKMETER_CONTRACT_ADDRESS).")
 ]
 ProviderId = Annotated[str, typer.Option("--provider-id", help="Provider id, 32 bytes hex.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]

@@ -73,6 +73,10 @@ def check_tags(bundle: Bundle, previous: Sequence[Bundle]) -> Check:
     repeated = tuple(i for i, tag in enumerate(tags) if first.setdefault(tag, i) != i)
     seen = {leaf.tag for old in previous for leaf in old.leaves}
     linked = tuple(i for i, tag in enumerate(tags) if tag in seen)
+    if not previous and not repeated:
+        return Check.not_checked("tags_unlinkable", "no tag repeats within the epoch, but "
+                                 "unlinkability across epochs was not checked: give earlier "
+                                 "bundles with --previous")
     if repeated or linked:
         detail = f"{len(repeated)} tags repeated in the epoch, {len(linked)} seen in " \
                  f"{len(previous)} previous epochs"
@@ -84,7 +88,8 @@ def check_tags(bundle: Bundle, previous: Sequence[Bundle]) -> Check:
 def check_openings(bundle: Bundle, openings: Mapping[str, str] | None) -> Check:
     """One sealed opening per leaf, all of the same length."""
     if openings is None:
-        return Check("sealed_openings", True, "not given; skipped")
+        return Check.not_checked("sealed_openings", "not checked: give the published openings "
+                                                    "with --openings")
     tags = {"0x" + leaf.tag.hex() for leaf in bundle.leaves}
     lengths = {len(v) for v in openings.values() if isinstance(v, str)}
     problems = []

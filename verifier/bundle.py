@@ -195,16 +195,30 @@ def _from_json(data: dict[str, Any]) -> Bundle:
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """The outcome of one named check."""
+    """The outcome of one named check. A check that could not run (its input was not given)
+    is ``skipped``: never ok (``ok`` is False), and reported as "not checked", not as a
+    failure."""
 
     name: str
     ok: bool
     detail: str
     failing_leaves: tuple[int, ...] = ()
+    skipped: bool = False
+
+    @classmethod
+    def not_checked(cls, name: str, detail: str) -> "Check":
+        """A check that did not run, and why."""
+        return cls(name, False, detail, skipped=True)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``failed`` or ``not_checked``."""
+        return "not_checked" if self.skipped else "ok" if self.ok else "failed"
 
     def to_json(self) -> dict[str, Any]:
-        """Stable JSON form for --json output."""
-        out: dict[str, Any] = {"name": self.name, "ok": self.ok, "detail": self.detail}
+        """Stable JSON form for --json output (``ok`` is null for a check that did not run)."""
+        out: dict[str, Any] = {"name": self.name, "ok": None if self.skipped else self.ok,
+                               "status": self.status, "detail": self.detail}
         if self.failing_leaves:
             out["failing_leaves"] = list(self.failing_leaves)
         return out
@@ -220,7 +234,10 @@ def check_signature(bundle: Bundle, provider_key: bytes | None = None) -> Check:
         VerifyKey(key).verify(bundle.signed_bytes(), bundle.signature)
     except (BadSignatureError, ValueError):
         return Check("signature", False, "Ed25519 signature does not verify")
-    return Check("signature", True, "Ed25519 signature by the provider verifies")
+    if provider_key is None:
+        return Check("signature", True, "Ed25519 signature verifies under the key inside the "
+                                        "bundle (not pinned to a provider key given apart)")
+    return Check("signature", True, "Ed25519 signature by the expected provider key verifies")
 
 
 def check_structure(bundle: Bundle) -> Check:

@@ -1,8 +1,11 @@
 """``zkmeter-verify``: checks bundles, openings, receipts and the chain, trusting nobody.
 
 Exit codes: 0 everything verified; 1 something failed verification; 2 bad input (unreadable
-file, wrong format). ``--json`` prints one object
-``{"ok": bool, "checks": [{"name", "ok", "detail", ...}], ...}`` with stable check names.
+file, wrong format, or inputs that do not belong together: another user's receipts, another
+epoch's bundle). ``--json`` prints one object
+``{"ok": bool, "checks": [{"name", "ok", "status", "detail", ...}], "not_checked": [...]}``
+with stable check names. A check whose input was not given is ``not_checked`` (``ok`` null):
+never reported as passed. The chain commands need the ``[chain]`` extra and say so.
 """
 
 import json
@@ -17,6 +20,7 @@ from rich.table import Table
 
 from verifier import audit as audit_mod
 from verifier.bundle import Bundle, BundleFormatError, Check, parse_bundle, verify_bundle
+from verifier.extras import MissingExtra, needs
 from verifier.sources import InputError, read_source
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -42,11 +46,23 @@ def bad_input(message: str, as_json: bool) -> NoReturn:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def report(title: str, checks: Sequence[Check], as_json: bool, **extra: Any) -> NoReturn:
-    """Print the checks (table or JSON) and exit 0 if all passed, else 1."""
-    ok = all(c.ok for c in checks)
+_RESULT = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]",
+           "not_checked": "[yellow]not checked[/yellow]"}
+
+
+def report(title: str, checks: Sequence[Check], as_json: bool, *, error: str | None = None,
+           **extra: Any) -> NoReturn:
+    """Print the checks (table or JSON) and exit 0 if none failed, else 1; with ``error``
+    (inputs that do not belong together), print it and exit 2. Checks that did not run are
+    listed as not checked, never as passed."""
+    ok = error is None and not any(c.status == "failed" for c in checks)
+    skipped = [c.name for c in checks if c.skipped]
     if as_json:
-        print(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks], **extra}))
+        out: dict[str, Any] = {"ok": ok, "checks": [c.to_json() for c in checks],
+                               "not_checked": skipped, **extra}
+        if error is not None:
+            out["error"] = error
+        print(json.dumps(out))
     else:
         console = Console()
         table = Table(title=title)
@@ -58,11 +74,20 @@ def report(title: str, checks: Sequence[Check], as_json: bool, **extra: Any) -> 
             if c.failing_leaves:
                 shown = ", ".join(map(str, c.failing_leaves[:20]))
                 detail += f" (leaves {shown}{' ...' if len(c.failing_leaves) > 20 else ''})"
-            table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAILED[/red]", detail)
-        console.print(table)
+            table.add_row(c.name, _RESULT[c.status], detail)
+        if checks:
+            console.print(table)
         for key, value in extra.items():
             console.print(f"{key}: {value}")
-        console.print("[green]verified[/green]" if ok else "[red]verification failed[/red]")
+        if error is not None:
+            _err.print(f"[red]error:[/red] {error}")
+        elif ok:
+            console.print("[green]verified[/green]" + (
+                f" [yellow](not checked: {', '.join(skipped)})[/yellow]" if skipped else ""))
+        else:
+            console.print("[red]verification failed[/red]")
+    if error is not None:
+        raise typer.Exit(EXIT_BAD_INPUT)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 
@@ -88,12 +113,12 @@ def parse_hex(value: str, name: str, length: int, as_json: bool) -> bytes:
     return out
 
 
-def _with_progress(total: int, as_json: bool, work: Callable[[Callable[[int], None]], Any]
-                   ) -> Any:
+def _with_progress(total: int, as_json: bool, work: Callable[[Callable[[int], None]], Any],
+                   what: str = "verifying range proofs") -> Any:
     if as_json or not sys.stderr.isatty():
         return work(lambda _: None)
     with Progress(console=_err, transient=True) as progress:
-        task = progress.add_task("verifying range proofs", total=total)
+        task = progress.add_task(what, total=total)
         return work(lambda k: progress.advance(task, k))
 
 
@@ -101,18 +126,24 @@ def _with_progress(total: int, as_json: bool, work: Callable[[Callable[[int], No
 def bundle_cmd(
     source: Annotated[str, typer.Argument(help="Bundle JSON file or http(s) URL.")],
     provider_key: Annotated[
-        str | None, typer.Option(help="Expected provider Ed25519 public key (hex).")
+        str | None, typer.Option(help="Expected provider Ed25519 public key (hex), as the "
+                                      "provider publishes it apart from the bundle.")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Verify a whole epoch bundle: structure, encodings, signature, Merkle root, the sum
-    check and every range proof (batch-verified; bad leaves are named)."""
+    check and every range proof (batch-verified; bad leaves are named). Without
+    --provider-key the signature is checked only against the key inside the bundle."""
     _, bundle = load_bundle(source, as_json)
     key = parse_hex(provider_key, "provider key", 32, as_json) if provider_key else None
     checks = _with_progress(
         len(bundle.leaves), as_json,
         lambda advance: verify_bundle(bundle, provider_key=key, progress=advance),
     )
+    if key is None:
+        checks.append(Check.not_checked(
+            "provider_key", "no --provider-key given: the signature was checked only against "
+                            "the key inside the bundle, not against the provider's own"))
     report(f"bundle of epoch {bundle.epoch_id}", checks, as_json, epoch_id=bundle.epoch_id,
            leaves=len(bundle.leaves), total=bundle.total)
 
@@ -160,38 +191,81 @@ def _read(path: str, what: str, as_json: bool) -> bytes:
 
 @app.command("receipt")
 def receipt_cmd(
-    source: Annotated[str, typer.Argument(help="Receipt JSON file or http(s) URL.")],
-    provider_key: Annotated[str, typer.Option(help="Provider Ed25519 public key (hex).")],
+    source: Annotated[str, typer.Argument(help="A receipt, or a JSON list of receipts (file or "
+                                               "http(s) URL), as zkmeter.client.receipt_json "
+                                               "writes them.")],
+    provider_key: Annotated[
+        str | None, typer.Option(help="Provider Ed25519 public key (hex). Without it, each "
+                                      "receipt is checked against the key it names.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify one receipt: strict format and the provider's signature."""
+    """Verify receipts one by one: strict format and the provider's signature."""
     from verifier.receipts import ReceiptError, receipt_from_json, verify_signature
 
-    key = parse_hex(provider_key, "provider key", 32, as_json)
+    key = parse_hex(provider_key, "provider key", 32, as_json) if provider_key else None
+    raw = _read(source, "receipt", as_json)
     try:
-        receipt = receipt_from_json(_read(source, "receipt", as_json))
-    except ReceiptError as exc:
-        bad_input(f"receipt: {exc}", as_json)
-    checks = [Check("format", True, f"receipt v{receipt.version}, epoch {receipt.epoch_id}, "
-                                    f"seq {receipt.seq}")]
-    try:
-        verify_signature(receipt, provider_id=key)
-    except ReceiptError:
-        checks.append(Check("signature", False, "not signed by this provider key"))
+        parsed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        bad_input("receipt: not JSON", as_json)
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if not items:
+        bad_input("receipt: the list is empty", as_json)
+    receipts = []
+    for i, item in enumerate(items):
+        try:
+            receipts.append(receipt_from_json(item))
+        except ReceiptError as exc:
+            where = f"receipt [{i}]" if isinstance(parsed, list) else "receipt"
+            bad_input(f"{where}: {exc}", as_json)
+    checks = [Check("format", True, f"{len(receipts)} receipt(s) v{receipts[0].version}, "
+                                    f"well-formed")]
+    bad = []
+    for receipt in receipts:
+        try:
+            verify_signature(receipt, provider_id=key)
+        except ReceiptError:
+            bad.append(f"seq {receipt.seq} (user {receipt.user_id!r}, epoch {receipt.epoch_id})")
+    signer = "the provider key given" if key else "the key each receipt names"
+    if bad:
+        checks.append(Check("signature", False, f"not signed by {signer}: " + ", ".join(bad[:5])
+                            + (" ..." if len(bad) > 5 else "")))
     else:
-        checks.append(Check("signature", True, "Ed25519 signature by the provider verifies"))
-    report("receipt", checks, as_json, epoch_id=receipt.epoch_id, seq=receipt.seq,
-           units=receipt.units, total_units=receipt.total_units)
+        checks.append(Check("signature", True, f"every Ed25519 signature verifies under "
+                                               f"{signer}"))
+    if key is None:
+        checks.append(Check.not_checked(
+            "provider_key", "no --provider-key given: signatures were checked only against "
+                            "the key inside each receipt"))
+    first = receipts[0]
+    facts: dict[str, Any] = {"receipts": len(receipts)}
+    if len(receipts) == 1:
+        facts.update(epoch_id=first.epoch_id, seq=first.seq, units=first.units,
+                     total_units=first.total_units)
+    report("receipts" if len(receipts) > 1 else "receipt", checks, as_json, **facts)
 
 
 @app.command("me")
 def me_cmd(
-    opening: Annotated[str, typer.Option(help="My sealed opening (raw or hex), or my "
-                                              "plaintext opening if I have no key.")],
     receipts: Annotated[str, typer.Option(help="JSON list of my receipts of the epoch.")],
     bundle: Annotated[str, typer.Option(help="The epoch's bundle (file or URL).")],
+    openings: Annotated[
+        str | None, typer.Option(help="The epoch's published sealed openings (file or URL, "
+                                      "e.g. http://HOST/v1/epochs/7/openings): mine is found "
+                                      "by trying my key on each.")
+    ] = None,
+    opening: Annotated[
+        str | None, typer.Option(help="My sealed opening (raw or hex), or my plaintext "
+                                      "opening if I have no key.")
+    ] = None,
     secret_key: Annotated[
-        str | None, typer.Option(help="My X25519 secret key file (raw or hex).")
+        str | None, typer.Option(help="My X25519 secret key file (from `zkmeter keys "
+                                      "user-key`; raw or hex).")
+    ] = None,
+    user_id: Annotated[
+        str | None, typer.Option(help="My user id: receipts of anyone else are refused as a "
+                                      "mix-up.")
     ] = None,
     texts: Annotated[
         str | None, typer.Option(help="JSON list of {seq, messages, completion} I kept.")
@@ -199,9 +273,15 @@ def me_cmd(
     as_json: JsonFlag = False,
 ) -> None:
     """Check my charge: my opening against the bundle, my receipts' chain, that the
-    committed value equals my last running total, and my texts' digests and recount."""
+    committed value equals my last running total, and my texts' digests and recount.
+    Inputs that do not belong together (another user's or epoch's receipts, a file that lacks
+    receipts) exit 2 saying what is wrong; only contradictions the provider signed exit 1."""
     from verifier import me
 
+    if (openings is None) == (opening is None):
+        bad_input("give exactly one of --openings (the published list) and --opening", as_json)
+    if openings is not None and secret_key is None:
+        bad_input("--openings needs --secret-key to find your opening", as_json)
     _, parsed = load_bundle(bundle, as_json)
     try:
         key = me.parse_secret_key(_read(secret_key, "secret key", as_json)) if secret_key \
@@ -210,23 +290,49 @@ def me_cmd(
         kept = me.parse_texts(_read(texts, "texts", as_json)) if texts else None
     except me.UserInputError as exc:
         bad_input(str(exc), as_json)
-    blob = me.parse_blob(_read(opening, "opening", as_json))
-    checks, facts = me.check_me(parsed, opening_bytes=blob, secret_key=key, receipts=chain,
-                                texts=kept)
+    if openings is not None and key is not None:
+        try:
+            published = audit_mod.load_openings(_read(openings, "openings", as_json))
+        except ValueError as exc:
+            bad_input(f"openings: {exc}", as_json)
+        found = _with_progress(len(published), as_json,
+                               lambda advance: me.find_opening(published, key, advance),
+                               what="trying my key on each sealed opening")
+        if found is None:
+            report(f"my charge in epoch {parsed.epoch_id}", [Check(
+                "opening", False, f"none of the {len(published)} published sealed openings "
+                                  f"opens with this key: the provider published none for it "
+                                  f"(or this is not the key registered for you)")],
+                   as_json, epoch_id=parsed.epoch_id)
+        blob = found[1]
+    else:
+        blob = me.parse_blob(_read(opening or "", "opening", as_json))
+    try:
+        checks, facts = me.check_me(parsed, opening_bytes=blob, secret_key=key,
+                                    receipts=chain, texts=kept, user_id=user_id)
+    except me.UserMistake as exc:
+        report(f"my charge in epoch {parsed.epoch_id}", exc.checks, as_json, error=str(exc),
+               **exc.facts)
     report(f"my charge in epoch {parsed.epoch_id}", checks, as_json, **facts)
 
 
 @app.command("chain")
 def chain_cmd(
-    rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the chain (http or https).")],
-    contract: Annotated[str, typer.Option(help="Settlement contract address.")],
+    rpc: Annotated[str, typer.Option("--rpc-url", "--rpc", envvar="ZKMETER_CHAIN_RPC_URL",
+                                     help="JSON-RPC URL of the chain (http or https).")],
+    contract: Annotated[str, typer.Option("--contract", envvar="ZKMETER_CONTRACT_ADDRESS",
+                                          help="Settlement contract address.")],
     epoch: Annotated[int, typer.Option(help="Epoch id.")],
     bundle: Annotated[str, typer.Option(help="The epoch's bundle (file or URL).")],
     as_json: JsonFlag = False,
 ) -> None:
     """Check a bundle against the chain: the contract code is the published artifact, and the
     on-chain root, total, leaf count and status match the bundle."""
-    from verifier import chain
+    try:
+        with needs("chain", "zkmeter-verify chain"):
+            from verifier import chain
+    except MissingExtra as exc:
+        bad_input(str(exc), as_json)
 
     _, parsed = load_bundle(bundle, as_json)
     address = parse_hex(contract, "contract address", 20, as_json)

@@ -1,10 +1,21 @@
 """A user's own check (``zkmeter-verify me``): its opening against the published bundle, its
 receipts' signatures and hash chain, the committed value against the last running total,
 and, where the user kept the text, the salted digests and a recount with the same tokenizer.
+
+A user's own mistake is not provider fraud. Receipts of another user, epoch or provider, a
+receipt file with a gap, a receipt not signed by the provider, an opening of another epoch,
+or a committed value above the receipts' total (the file most likely lacks its last
+receipts) are reported as what is wrong with the input (:class:`UserMistake`, exit 2). Only
+contradictions between data the provider signed (a forked chain, a wrong running total, a
+commitment below the signed total, an opening that does not match the signed bundle) fail
+verification (exit 1).
+
+The user need not know its leaf: :func:`find_opening` tries its key on every published
+sealed opening (the ``/v1/epochs/{id}/openings`` list) and keeps the one that opens.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from circuits.errors import CircuitsError
@@ -18,12 +29,25 @@ from verifier.receipts import (
     check_text,
     receipt_from_json,
     verify_chain,
+    verify_signature,
 )
 from verifier.tokens import Message, TokenCountError
 
 
 class UserInputError(ValueError):
     """A user file is unreadable or in the wrong format (exit code 2)."""
+
+
+class UserMistake(UserInputError):
+    """The user's inputs do not belong together (another user's or epoch's receipts, a gap
+    in the file, the wrong bundle): what is wrong, not evidence (exit code 2). ``checks`` and
+    ``facts`` hold what was checked before the mistake showed."""
+
+    def __init__(self, message: str, checks: Sequence[Check] = (),
+                 facts: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.checks = list(checks)
+        self.facts = dict(facts or {})
 
 
 def parse_blob(data: bytes) -> bytes:
@@ -73,6 +97,76 @@ def parse_texts(data: bytes) -> dict[int, tuple[list[Message], str]]:
     return out
 
 
+def find_opening(openings: Mapping[str, str], secret_key: bytes,
+                 progress: Callable[[int], None] | None = None) -> tuple[str, bytes] | None:
+    """The (tag, sealed bytes) of the one published opening that opens with ``secret_key``,
+    trying each in turn (``progress(1)`` after each); None if none does."""
+    for tag, sealed_hex in openings.items():
+        if progress is not None:
+            progress(1)
+        try:
+            sealed = bytes.fromhex(str(sealed_hex).removeprefix("0x"))
+            unseal(sealed, secret_key)
+        except (ValueError, OpeningError):
+            continue
+        return tag, sealed
+    return None
+
+
+def _ranges(seqs: Sequence[int]) -> str:
+    out: list[str] = []
+    start = prev = seqs[0]
+    for seq in [*seqs[1:], None]:
+        if seq is not None and seq == prev + 1:
+            prev = seq
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if seq is not None:
+            start = prev = seq
+    return ", ".join(out)
+
+
+def screen_receipts(receipts: Sequence[Receipt], bundle: Bundle,
+                    user_id: str | None = None) -> str | None:
+    """What is wrong with the user's receipt file for this bundle, if anything a user can
+    get wrong (None: the file belongs with the bundle and has no gap)."""
+    users = sorted({r.user_id for r in receipts})
+    if len(users) > 1:
+        return (f"the receipts file mixes the receipts of {len(users)} users "
+                f"({', '.join(repr(u) for u in users[:3])}): keep only your own")
+    if user_id is not None and users[0] != user_id:
+        return f"these receipts are user {users[0]!r}'s, not {user_id!r}'s: use your own"
+    epochs_ = sorted({r.epoch_id for r in receipts})
+    if len(epochs_) > 1:
+        return (f"the receipts file mixes epochs {', '.join(map(str, epochs_))}: check one "
+                f"epoch at a time")
+    if epochs_[0] != bundle.epoch_id:
+        return (f"your receipts are for epoch {epochs_[0]}, the bundle is epoch "
+                f"{bundle.epoch_id}: use the bundle of epoch {epochs_[0]} "
+                f"(/v1/epochs/{epochs_[0]}/bundle)")
+    providers = {r.provider_id for r in receipts}
+    if providers != {bundle.provider_id}:
+        return "these receipts name another provider than the bundle's"
+    for receipt in sorted(receipts, key=lambda r: r.seq):
+        try:
+            verify_signature(receipt, provider_id=bundle.provider_id)
+        except ReceiptError:
+            return (f"receipt seq {receipt.seq} is not signed by the bundle's provider key: "
+                    f"it is no receipt of this provider (altered or from elsewhere)")
+    seqs = sorted(r.seq for r in receipts)
+    if len(set(seqs)) != len(seqs):
+        by_seq: dict[int, bytes] = {}
+        for r in receipts:
+            if by_seq.setdefault(r.seq, r.hash()) != r.hash():
+                return None  # two different signed receipts with one seq: evidence
+        return "the receipts file holds the same receipt twice: remove the copy"
+    missing = sorted(set(range(1, seqs[-1] + 1)) - set(seqs))
+    if missing:
+        return (f"your receipts file is missing seq {_ranges(missing)} (it holds "
+                f"{_ranges(seqs)}): fetch them (MeterService.ListReceipts) and run again")
+    return None
+
+
 def open_opening(sealed_or_plain: bytes, secret_key: bytes | None) -> Opening:
     """Unseal with the secret key, or read a plaintext opening (users without a key)."""
     if secret_key is None:
@@ -87,22 +181,35 @@ def check_me(
     secret_key: bytes | None,
     receipts: Sequence[Receipt],
     texts: dict[int, tuple[list[Message], str]] | None = None,
+    user_id: str | None = None,
 ) -> tuple[list[Check], dict[str, Any]]:
-    """Every check of ``me``, each on its own; returns (checks, facts for the report)."""
+    """Every check of ``me``, each on its own; returns (checks, facts for the report).
+
+    Raises :class:`UserMistake` when the inputs do not belong together (module docstring);
+    the checks done so far are in its ``checks`` attribute."""
     checks: list[Check] = [check_signature(bundle)]
     facts: dict[str, Any] = {"epoch_id": bundle.epoch_id}
-    opening: Opening | None = None
+
+    def mistake(message: str) -> UserMistake:
+        return UserMistake(message, checks, facts)
+
+    problem = screen_receipts(receipts, bundle, user_id)
+    if problem is not None:
+        raise mistake(problem)
+    facts["user_id"] = receipts[0].user_id
     try:
         opening = open_opening(opening_bytes, secret_key)
     except OpeningError as exc:
-        checks.append(Check("opening", False, str(exc)))
-    if opening is not None:
-        checks.append(Check("opening", True, f"opened: leaf {opening.leaf_index}, "
-                                              f"value {opening.value}"))
-        facts["committed_units"] = opening.value
-        for name, ok, detail in check_opening(opening, bundle):
-            checks.append(Check(name, ok, detail))
-        checks.append(_own_proof(bundle, opening))
+        raise mistake(f"{exc}: is this your opening and your key?") from None
+    if opening.epoch_id != bundle.epoch_id:
+        raise mistake(f"the opening is for epoch {opening.epoch_id}, the bundle is epoch "
+                      f"{bundle.epoch_id}: use the matching bundle")
+    checks.append(Check("opening", True, f"opened: leaf {opening.leaf_index}, "
+                                          f"value {opening.value}"))
+    facts["committed_units"] = opening.value
+    for name, ok, detail in check_opening(opening, bundle):
+        checks.append(Check(name, ok, detail))
+    checks.append(_own_proof(bundle, opening))
     summary: ChainSummary | None = None
     try:
         summary = verify_chain(receipts, provider_id=bundle.provider_id)
@@ -122,13 +229,23 @@ def check_me(
                                                     "cards"))
         else:
             checks.append(Check("rate_card", True, "receipts and bundle use the same rate card"))
-    if summary is not None and opening is not None:
+    if texts:
+        checks.append(_texts(receipts, texts))
+    if summary is not None:
+        if opening.value > summary.total_units and all(c.ok for c in checks):
+            checks.append(Check("total_matches", False, f"committed {opening.value}, your "
+                                                        f"receipts total {summary.total_units}"))
+            raise mistake(
+                f"the provider committed {opening.value} units but your receipts end at seq "
+                f"{summary.count} with total {summary.total_units}: your file most likely "
+                f"lacks the last receipts (seq > {summary.count}); fetch them "
+                f"(MeterService.ListReceipts) and run again. If the provider cannot show "
+                f"receipts signed up to {opening.value}, it overcharged you")
         equal = summary.total_units == opening.value
         checks.append(Check("total_matches", equal,
                             f"committed {opening.value}, receipts total {summary.total_units}"
-                            + ("" if equal else ": the provider signed both (evidence)")))
-    if texts:
-        checks.append(_texts(receipts, texts))
+                            + ("" if equal else ": below the total the provider signed in "
+                                                "your receipts; it signed both (evidence)")))
     return checks, facts
 
 

@@ -8,14 +8,31 @@ Needs only ``grpcio`` and the generated stubs (no server stack)::
 
 Errors surface as ``grpc.RpcError`` with the server's status code (INVALID_ARGUMENT,
 ALREADY_EXISTS, UNAUTHENTICATED, RESOURCE_EXHAUSTED, ...).
+
+The gateway hands each reply's receipt to its user with :func:`receipt_json`: the JSON that
+``zkmeter-verify receipt`` and ``zkmeter-verify me --receipts`` read (a user keeps a list of
+them per epoch).
 """
 
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from zkmeter.v1 import epoch_pb2, epoch_pb2_grpc, meter_pb2, meter_pb2_grpc
+
+
+def receipt_json(reply: meter_pb2.RecordUsageResponse | meter_pb2.Receipt) -> dict[str, Any]:
+    """The receipt of a RecordUsage reply (or the reply's ``receipt``) in the JSON form
+    ``zkmeter-verify`` reads. The signed bytes are decoded strictly; nothing is trusted from
+    the message's convenience fields."""
+    from verifier.receipts import decode_receipt
+
+    receipt = reply.receipt if isinstance(reply, meter_pb2.RecordUsageResponse) else reply
+    out: dict[str, Any] = decode_receipt(bytes(receipt.encoded) +
+                                         bytes(receipt.signature)).to_json()
+    return out
 
 ChatTurn = tuple[str, str] | tuple[str, str, str]
 """(role, content) or (role, content, name)."""

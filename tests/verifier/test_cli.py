@@ -31,13 +31,34 @@ def test_bundle_ok_json(bundle_file):
     data = json.loads(out)
     assert data["ok"] is True
     assert [c["name"] for c in data["checks"]] == [
-        "structure", "encodings", "signature", "merkle_root", "aggregate", "range_proofs"]
+        "structure", "encodings", "signature", "merkle_root", "aggregate", "range_proofs",
+        "provider_key"]
+    # without a pinned key the signature was checked only against the bundle's own key:
+    # that is said, and the pinning is "not checked", never "ok"
+    checks = {c["name"]: c for c in data["checks"]}
+    assert "key inside the bundle" in checks["signature"]["detail"]
+    assert checks["provider_key"]["ok"] is None
+    assert checks["provider_key"]["status"] == "not_checked"
+    assert data["not_checked"] == ["provider_key"]
+
+
+def test_bundle_with_the_pinned_provider_key(bundle_file, small_bundle_json):
+    key = small_bundle_json["provider_id"]
+    code, out = run("bundle", bundle_file, "--provider-key", key, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["not_checked"] == []
+    assert all(c["status"] == "ok" for c in data["checks"])
+    code, out = run("bundle", bundle_file, "--provider-key", "22" * 32, "--json")
+    assert code == 1
+    assert {c["name"]: c for c in json.loads(out)["checks"]}["signature"]["ok"] is False
 
 
 def test_bundle_human_output(bundle_file):
     code, out = run("bundle", bundle_file)
     assert code == 0
     assert "verified" in out and "range_proofs" in out
+    assert "not checked: provider_key" in " ".join(out.split())
 
 
 def test_tampered_bundle_exits_1_and_names_the_leaf(tmp_path, small_bundle_json):
@@ -96,6 +117,28 @@ def test_audit_clean(bundle_file, small_epoch, tmp_path):
     data = json.loads(out)
     assert data["anonymity_set"] == 16
     assert data["warnings"] == []
+    # without --previous, unlinkability across epochs did not run: said so, never "ok"
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["tags_unlinkable"]["status"] == "not_checked"
+    assert "--previous" in checks["tags_unlinkable"]["detail"]
+    assert checks["sealed_openings"]["status"] == "ok"
+    assert data["not_checked"] == ["tags_unlinkable"]
+
+
+def test_audit_without_openings_says_they_were_not_checked(bundle_file, tmp_path,
+                                                           small_bundle_json):
+    other = copy.deepcopy(small_bundle_json)
+    for i, leaf in enumerate(other["leaves"]):  # an earlier epoch with other tags
+        leaf["tag"] = "0x" + f"{i:064x}"
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(other))
+    code, out = run("audit", bundle_file, "--previous", earlier, "--json")
+    assert code == 0
+    data = json.loads(out)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["tags_unlinkable"]["status"] == "ok"
+    assert checks["sealed_openings"]["status"] == "not_checked"
+    assert data["not_checked"] == ["sealed_openings"]
 
 
 def test_audit_flags_an_identifier_field(tmp_path, small_bundle_json):

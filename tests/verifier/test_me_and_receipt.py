@@ -75,6 +75,17 @@ def world(tmp_path_factory):
     files["bob_opening"].write_bytes(store.private_opening(epoch_id, "bob"))
     files["receipt"] = tmp / "one.json"
     files["receipt"].write_text(json.dumps(receipts[2]))
+    files["openings"] = tmp / "openings.json"
+    files["openings"].write_text(json.dumps(
+        {"0x" + t.hex(): "0x" + store.sealed_opening(epoch_id, t).hex()
+         for t in (leaf.tag for leaf in closed.bundle.leaves)}))
+    # alice keeps using the service: her receipts of the next epoch
+    meter.record(UsageRequest(idempotency_key="a-next", user_id="alice", model="gpt-4o",
+                              input_tokens=3, output_tokens=4))
+    files["next_receipts"] = tmp / "next.json"
+    files["next_receipts"].write_text(json.dumps(
+        [r.to_json() for r in ledger.receipts(epoch_id + 1, "alice")]))
+    files["signing_key"] = key
     yield files, receipts, bytes(key.verify_key)
     ledger.dispose()
 
@@ -114,32 +125,102 @@ def test_me_for_a_user_without_a_key_with_the_plaintext_opening(world):
     assert code == 0, out
 
 
-def test_me_with_the_wrong_secret_key(world, tmp_path):
+def test_me_with_the_wrong_secret_key_is_a_mix_up(world, tmp_path):
     files, _, _ = world
     wrong = tmp_path / "wrong.key"
     wrong.write_bytes(bytes(PrivateKey.generate()))
     code, out = me(files, **{"--secret-key": wrong})
-    assert code == 1
-    assert "opening" in failed(out)
-    assert "receipt_chain" not in failed(out)
+    assert code == 2
+    assert "cannot be opened with this key" in out["error"]
 
 
-def test_me_with_a_missing_receipt(world, tmp_path):
+def test_me_finds_its_own_opening_in_the_published_list(world):
+    files, receipts, _ = world
+    code, out = me(files, **{"--opening": None, "--openings": files["openings"],
+                             "--user-id": "alice"})
+    assert code == 0, out
+    assert out["committed_units"] == receipts[-1]["total_units"]
+    assert out["user_id"] == "alice"
+
+
+def test_me_with_a_key_that_opens_nothing_in_the_list(world, tmp_path):
+    files, _, _ = world
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(bytes(PrivateKey.generate()).hex())
+    code, out = me(files, **{"--opening": None, "--openings": files["openings"],
+                             "--secret-key": wrong})
+    assert code == 1  # nothing published for this key: the provider's side, not a mix-up
+    assert "none of the 8 published sealed openings" in out["checks"][0]["detail"]
+
+
+def test_me_with_a_receipt_missing_in_the_middle(world, tmp_path):
     files, receipts, _ = world
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps(receipts[:2] + receipts[3:]))
     code, out = me(files, **{"--receipts": partial})
-    assert code == 1
-    assert failed(out) == {"receipt_chain", "texts"}  # the kept text of seq 3 has no receipt
+    assert code == 2
+    assert "missing seq 3" in out["error"] and "holds 1-2, 4-5" in out["error"]
+
+
+def test_me_with_the_last_receipt_missing(world, tmp_path):
+    files, receipts, _ = world
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(receipts[:-1]))
     code, out = me(files, **{"--receipts": partial, "--texts": None})
-    assert failed(out) == {"receipt_chain"}
+    assert code == 2
+    assert "lacks the last receipts (seq > 4)" in out["error"]
+    assert "total_matches" in failed(out)
 
 
 def test_me_with_someone_elses_receipts(world):
     files, _, _ = world
-    code, out = me(files, **{"--receipts": files["bob_receipts"], "--texts": None})
+    code, out = me(files, **{"--receipts": files["bob_receipts"], "--texts": None,
+                             "--user-id": "alice"})
+    assert code == 2
+    assert "user 'bob''s, not 'alice''s" in out["error"]
+
+
+def test_me_with_receipts_of_another_epoch(world):
+    files, _, _ = world
+    code, out = me(files, **{"--receipts": files["next_receipts"], "--texts": None})
+    assert code == 2
+    assert "receipts are for epoch 2, the bundle is epoch 1" in out["error"]
+
+
+def test_me_with_a_receipt_not_signed_by_the_provider(world, tmp_path):
+    from nacl.signing import SigningKey
+
+    from verifier.receipts import receipt_from_json, with_signature
+
+    files, receipts, _ = world
+    original = receipt_from_json(receipts[1])
+    forged = with_signature(original, SigningKey.generate().sign(
+        original.signed_bytes()).signature)  # same fields, signed by someone else
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps([receipts[0], forged.to_json(), *receipts[2:]]))
+    code, out = me(files, **{"--receipts": path, "--texts": None})
+    assert code == 2
+    assert "seq 2 is not signed by the bundle's provider key" in out["error"]
+
+
+def test_me_with_a_signed_receipt_beyond_the_commitment_is_evidence(world, tmp_path):
+    """The provider signed a receipt whose total the commitment does not reach: both are
+    provider-signed, so this is a real contradiction (exit 1), not a mix-up."""
+    import dataclasses
+
+    from verifier.receipts import receipt_from_json, sign_receipt
+
+    files, receipts, _ = world
+    last = receipt_from_json(receipts[-1])
+    extra = sign_receipt(dataclasses.replace(
+        last, seq=last.seq + 1, prev_hash=last.hash(), units=7,
+        total_units=last.total_units + 7, signature=b""), files["signing_key"])
+    path = tmp_path / "more.json"
+    path.write_text(json.dumps([*receipts, extra.to_json()]))
+    code, out = me(files, **{"--receipts": path, "--texts": None})
     assert code == 1
-    assert "total_matches" in failed(out)
+    assert failed(out) == {"total_matches"}
+    assert "evidence" in {c["name"]: c for c in out["checks"]}["total_matches"]["detail"]
 
 
 def test_me_with_an_altered_text(world, tmp_path):
@@ -161,6 +242,21 @@ def test_me_with_malformed_receipts_is_bad_input(world, tmp_path, content):
     code, _ = run("me", "--opening", files["opening"], "--secret-key", files["secret"],
                   "--receipts", bad, "--bundle", files["bundle"], "--json")
     assert code == 2
+
+
+def test_receipt_accepts_a_list(world, tmp_path):
+    files, receipts, provider = world
+    code, out = run("receipt", files["receipts"], "--provider-key", provider.hex(), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["ok"] and data["receipts"] == len(receipts) and data["not_checked"] == []
+    code, out = run("receipt", files["receipts"], "--json")  # no pinned key: said so
+    data = json.loads(out)
+    assert code == 0 and data["not_checked"] == ["provider_key"]
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([*receipts, {"seq": 1}]))
+    code, out = run("receipt", mixed, "--json")
+    assert code == 2 and "receipt [5]" in json.loads(out)["error"]
 
 
 def test_receipt_ok_and_wrong_key(world):

@@ -8,7 +8,7 @@
 //   node build.js --harness DIR   also compile the test-only contracts/test/*.sol into DIR
 //
 // Settings are fixed here: evmVersion "prague" (py-evm stops at Prague), optimizer on,
-// 1,000,000 runs (constants as PUSH32, never CODECOPY), no viaIR, metadata with the default IPFS hash over the sources' contents.
+// runs per contract below (the verifier's constants as PUSH32, never CODECOPY), no viaIR, metadata with the default IPFS hash over the sources' contents.
 "use strict";
 
 const fs = require("fs");
@@ -17,11 +17,16 @@ const solc = require("solc");
 
 const ROOT = __dirname;
 const SRC = path.join(ROOT, "src");
-const DEPLOYABLE = ["BulletproofVerifier", "ZkMeterSettlement"];
+const DEPLOYABLE = ["BulletproofVerifier", "ZkMeterSettlement", "ZkMeterTestToken"];
 const SOLC_VERSION = "0.8.37";
+// The verifier runs hot loops over constant generators: 1,000,000 runs. The settlement would
+// exceed EIP-170's 24,576-byte code limit at that setting, so it (and everything else) is
+// optimized for 2,000 runs; its per-leaf loop is assembly, which the setting barely touches.
+const RUNS = { BulletproofVerifier: 1000000 };
+const DEFAULT_RUNS = 2000;
 const SETTINGS = {
   evmVersion: "prague",
-  optimizer: { enabled: true, runs: 1000000 },
+  optimizer: { enabled: true, runs: DEFAULT_RUNS },
   outputSelection: {
     "*": {
       "*": [
@@ -35,10 +40,37 @@ const SETTINGS = {
   },
 };
 
+// Imports outside src/ come from the pinned npm packages (OpenZeppelin), never the network.
+function findImports(importPath) {
+  if (!importPath.startsWith("@openzeppelin/contracts/")) {
+    return { error: `import ${importPath} is not from @openzeppelin/contracts` };
+  }
+  try {
+    return { contents: fs.readFileSync(path.join(ROOT, "node_modules", importPath), "utf8") };
+  } catch (err) {
+    return { error: `cannot read ${importPath}: run npm ci in contracts/ (${err.message})` };
+  }
+}
+
 function compile(withHarness) {
   if (!solc.version().startsWith(SOLC_VERSION + "+")) {
     throw new Error(`solc ${solc.version()} is not the pinned ${SOLC_VERSION}`);
   }
+  const artifacts = {};
+  for (const runs of new Set([DEFAULT_RUNS, ...Object.values(RUNS)])) {
+    const pass = compileWith(withHarness && runs === DEFAULT_RUNS, runs);
+    for (const [name, text] of Object.entries(pass)) {
+      if ((RUNS[name] || DEFAULT_RUNS) === runs) artifacts[name] = text;
+    }
+  }
+  for (const name of DEPLOYABLE) {
+    if (!artifacts[name]) throw new Error(`contract ${name} not found in the sources`);
+  }
+  return artifacts;
+}
+
+function compileWith(withHarness, runs) {
+  const settings = { ...SETTINGS, optimizer: { enabled: true, runs } };
   const sources = {};
   for (const name of fs.readdirSync(SRC).filter((f) => f.endsWith(".sol")).sort()) {
     sources[`src/${name}`] = { content: fs.readFileSync(path.join(SRC, name), "utf8") };
@@ -49,10 +81,13 @@ function compile(withHarness) {
       sources[`test/${name}`] = { content: fs.readFileSync(path.join(testDir, name), "utf8") };
     }
   }
-  const input = { language: "Solidity", sources, settings: SETTINGS };
-  const output = JSON.parse(solc.compile(JSON.stringify(input)));
+  const input = { language: "Solidity", sources, settings };
+  const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
   const errors = (output.errors || []).filter((e) => e.severity === "error");
-  for (const e of output.errors || []) process.stderr.write(e.formattedMessage + "\n");
+  // warnings once (the default pass compiles everything); errors from every pass
+  for (const e of output.errors || []) {
+    if (runs === DEFAULT_RUNS || e.severity === "error") process.stderr.write(e.formattedMessage + "\n");
+  }
   if (errors.length) throw new Error(`${errors.length} compilation error(s)`);
   const artifacts = {};
   for (const [file, contracts] of Object.entries(output.contracts)) {
@@ -62,7 +97,7 @@ function compile(withHarness) {
       const artifact = {
         contractName: name,
         sourceName: file,
-        compiler: { version: solc.version(), settings: { evmVersion: SETTINGS.evmVersion, optimizer: SETTINGS.optimizer } },
+        compiler: { version: solc.version(), settings: { evmVersion: settings.evmVersion, optimizer: settings.optimizer } },
         abi: c.abi,
         bytecode: "0x" + c.evm.bytecode.object,
         deployedBytecode: "0x" + c.evm.deployedBytecode.object,
@@ -71,9 +106,6 @@ function compile(withHarness) {
       };
       artifacts[name] = JSON.stringify(artifact, null, 2) + "\n";
     }
-  }
-  for (const name of DEPLOYABLE) {
-    if (!artifacts[name]) throw new Error(`contract ${name} not found in the sources`);
   }
   return artifacts;
 }

@@ -35,7 +35,8 @@ interface IBulletproofVerifier {
     ///      input checks means the call ran out of gas: it never answers false for lack of gas.
     /// @param chainId The chain id absorbed by the transcript (the settlement's block.chainid).
     /// @param settlement The settlement contract's address absorbed by the transcript.
-    /// @param providerId The provider id (its Ed25519 public key).
+    /// @param providerId The 32-byte subject of the proof: the settlement passes the billing
+    ///        account id (IZkMeterSettlement.accountIdOf).
     /// @param epochId The epoch id.
     /// @param commitmentX The commitment's x coordinate.
     /// @param commitmentY The commitment's y coordinate.

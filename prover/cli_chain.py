@@ -1,5 +1,8 @@
 """``zkmeter chain``: the operator's on-chain commands (deploy, register, submit, finalize, status).
 
+(The other actions of the contract, for payers and settlers, are methods of
+:class:`prover.chain.ChainClient`; docs/contracts.md lists them.)
+
 Every command takes ``--rpc-url`` (or ``$ZKMETER_CHAIN_RPC_URL``); without one it runs on a
 fresh embedded py-evm chain that lives only as long as the command (a dry run). Transactions
 are sent from ``--from`` (an account the node unlocks, e.g. anvil's) or, if
@@ -44,7 +47,7 @@ Settlement = Annotated[
     str, typer.Option("--contract", "--settlement", envvar="ZKMETER_CONTRACT_ADDRESS",
                       help="Settlement contract address ($ZKMETER_CONTRACT_ADDRESS).")
 ]
-ProviderId = Annotated[str, typer.Option("--provider-id", help="Provider id, 32 bytes hex.")]
+AccountId = Annotated[str, typer.Option("--account-id", help="Billing account id, 32 bytes hex.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
@@ -81,13 +84,13 @@ def _client(rpc_url: str | None, sender: str | None, settlement: str | None,
         _fail(EXIT_BAD_INPUT, str(exc), as_json)
 
 
-def _provider_id(text: str, as_json: bool) -> bytes:
+def _bytes32(text: str, what: str, as_json: bool) -> bytes:
     try:
         value = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
         value = b""
     if len(value) != 32:
-        _fail(EXIT_BAD_INPUT, "provider id must be 32 bytes of hex", as_json)
+        _fail(EXIT_BAD_INPUT, f"{what} must be 32 bytes of hex", as_json)
     return value
 
 
@@ -115,7 +118,8 @@ def deploy(rpc_url: RpcUrl = None, sender: Sender = None, as_json: JsonFlag = Fa
 @app.command()
 def register(
     settlement: Settlement,
-    provider_id: ProviderId,
+    signing_key: Annotated[str, typer.Option(
+        "--signing-key", help="The provider's Ed25519 public key, 32 bytes hex.")],
     bond: Annotated[int, typer.Option(help="Bond in wei.")],
     unit_price: Annotated[int, typer.Option("--unit-price", help="Wei per committed unit.")],
     window: Annotated[int, typer.Option(help="Challenge window in seconds.")],
@@ -123,11 +127,12 @@ def register(
     sender: Sender = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register the sender as the operator of a provider id, staking the bond."""
+    """Register the sender as the operator of keccak256(sender, signing key), staking the bond."""
     client = _client(rpc_url, sender, settlement, as_json)
-    pid = _provider_id(provider_id, as_json)
+    key = _bytes32(signing_key, "signing key", as_json)
     receipt = _run(as_json, lambda: client.register_provider(
-        pid, bond=bond, unit_price=unit_price, challenge_window=window))
+        key, bond=bond, unit_price=unit_price, challenge_window=window))
+    pid = client.provider_id_for(key)
     _out({"ok": True, "provider_id": "0x" + pid.hex(), "gas_used": receipt.gasUsed}, as_json)
 
 
@@ -139,21 +144,23 @@ def submit(
     sender: Sender = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Submit a closed epoch's bundle (commitments, tags, proof hashes, V, R)."""
+    """Submit a closed epoch's bundle to the billing account its proofs are bound to."""
     try:
         parsed = parse_bundle(bundle.read_bytes())
     except (OSError, BundleFormatError) as exc:
         _fail(EXIT_BAD_INPUT, f"cannot read the bundle: {exc}", as_json)
     client = _client(rpc_url, sender, settlement, as_json)
+    from verifier.chain import bundle_subject
+
     receipt = _run(as_json, lambda: client.submit_bundle(parsed))
-    record = client.epoch(parsed.provider_id, parsed.epoch_id)
+    record = client.epoch(bundle_subject(parsed), parsed.epoch_id)
     _out({"ok": True, "gas_used": receipt.gasUsed, "epoch": record.to_json()}, as_json)
 
 
 @app.command()
 def finalize(
     settlement: Settlement,
-    provider_id: ProviderId,
+    account_id: AccountId,
     epoch: Annotated[int, typer.Option(help="Epoch id.")],
     rpc_url: RpcUrl = None,
     sender: Sender = None,
@@ -161,40 +168,36 @@ def finalize(
 ) -> None:
     """Finalize an epoch whose challenge window has closed (pays the provider)."""
     client = _client(rpc_url, sender, settlement, as_json)
-    pid = _provider_id(provider_id, as_json)
-    receipt = _run(as_json, lambda: client.finalize(pid, epoch))
-    record = client.epoch(pid, epoch)
+    aid = _bytes32(account_id, "account id", as_json)
+    receipt = _run(as_json, lambda: client.finalize(aid, epoch))
+    record = client.epoch(aid, epoch)
     _out({"ok": True, "gas_used": receipt.gasUsed, "epoch": record.to_json()}, as_json)
 
 
 @app.command()
 def status(
     settlement: Settlement,
-    provider_id: ProviderId,
-    epoch: Annotated[int | None, typer.Option(help="Epoch id (default: provider only).")] = None,
+    provider_id: Annotated[str | None, typer.Option(
+        "--provider-id", help="Provider id, 32 bytes hex.")] = None,
+    account_id: Annotated[str | None, typer.Option(
+        "--account-id", help="Billing account id, 32 bytes hex.")] = None,
+    epoch: Annotated[int | None, typer.Option(help="Epoch id (with --account-id).")] = None,
     rpc_url: RpcUrl = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Print the provider's record and, with --epoch, the epoch's record."""
+    """Print the provider's record, the account's record and, with --epoch, the epoch's."""
     client = _client(rpc_url, None, settlement, as_json)
-    pid = _provider_id(provider_id, as_json)
-    provider = _run(as_json, lambda: client.provider(pid))
-    data: dict[str, Any] = {
-        "ok": True,
-        "provider": {
-            "provider_id": "0x" + pid.hex(),
-            "registered": provider.registered,
-            "operator": provider.operator,
-            "last_epoch_id": provider.last_epoch_id if provider.has_epoch else None,
-            "challenge_window": provider.challenge_window,
-            "bond": provider.bond,
-            "unit_price": provider.unit_price,
-            "escrow": provider.escrow,
-            "earnings": provider.earnings,
-        },
-    }
-    if epoch is not None:
-        data["epoch"] = _run(as_json, lambda: client.epoch(pid, epoch)).to_json()
+    data: dict[str, Any] = {"ok": True}
+    if provider_id is not None:
+        pid = _bytes32(provider_id, "provider id", as_json)
+        data["provider"] = _run(as_json, lambda: client.provider(pid)).to_json()
+    if account_id is not None:
+        aid = _bytes32(account_id, "account id", as_json)
+        data["account"] = _run(as_json, lambda: client.billing_account(aid)).to_json()
+        if epoch is not None:
+            data["epoch"] = _run(as_json, lambda: client.epoch(aid, epoch)).to_json()
+    if len(data) == 1:
+        _fail(EXIT_BAD_INPUT, "name --provider-id and/or --account-id", as_json)
     _out(data, as_json)
 
 

@@ -44,11 +44,12 @@ from circuits import merkle
 from circuits.backend import get_backend
 from circuits.constants import CURVE_ORDER
 from circuits.encoding import point_to_bytes
+from circuits.hashing import keccak256
 from circuits.rangeproof import _prove, prove, random_scalar
 from prover.api.grpc_server import hash_api_key, new_api_key
 from prover.api.serve import Endpoints, serve
 from prover.app import Services, build_services
-from prover.chain import ChainClient
+from prover.chain import ChainClient, LeafInput, bundle_path
 from prover.config import Settings
 from verifier.bundle import Bundle, Leaf, parse_bundle, sign_bundle
 from verifier.opening import OpeningError, unseal
@@ -226,7 +227,10 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
         gas["register"] = chain.register_provider(
             provider_id, bond=BOND_WEI, unit_price=UNIT_PRICE_WEI,
             challenge_window=CHALLENGE_WINDOW)["gasUsed"]
-        gas["deposit"] = chain.deposit(provider_id, ESCROW_WEI, sender=payer)["gasUsed"]
+        onchain_provider = chain.provider_id_for(provider_id)
+        gas["open_account"] = chain.open_account(onchain_provider, sender=payer)["gasUsed"]
+        account_id = chain.account_id_for(onchain_provider, payer=payer)
+        gas["deposit"] = chain.deposit(account_id, ESCROW_WEI, sender=payer)["gasUsed"]
     console.print(f"chain {chain.chain_id}: settlement {deployment.settlement}, provider "
                   f"{provider_id.hex()[:16]}... registered, escrow funded")
 
@@ -277,7 +281,7 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
         summary = _settle_and_verify(
             chain=chain, bundle=bundle, people=people, openings=openings, out=out, base=base,
             epoch_id=epoch_id, bad_proof=bad_proof, signing_key=signing_key, timer=timer,
-            gas=gas, challenger=challenger, rpc=rpc, console=console)
+            gas=gas, challenger=challenger, rpc=rpc, console=console, account_id=account_id)
     finally:
         server.stop()
         services.close()
@@ -353,15 +357,17 @@ def _settle_and_verify(*, chain: ChainClient, bundle: Bundle, people: list[User]
                        openings: dict[str, str], out: Path, base: str, epoch_id: int,
                        bad_proof: bool, signing_key: SigningKey, timer: Timer,
                        gas: dict[str, int], challenger: str, rpc: str | None,
-                       console: Console) -> dict[str, Any]:
+                       console: Console, account_id: bytes) -> dict[str, Any]:
     provider_id = bundle.provider_id
+    onchain_provider = chain.provider_id_for(provider_id)
     found = _find_openings(people, openings, epoch_id, out)
     if bad_proof:
         return _cheating_provider(chain=chain, bundle=bundle, found=found, out=out,
                                   signing_key=signing_key, timer=timer, gas=gas,
-                                  challenger=challenger, console=console)
+                                  challenger=challenger, console=console,
+                                  account_id=account_id)
     with timer.phase("submit"):
-        gas["submit_epoch"] = chain.submit_bundle(bundle)["gasUsed"]
+        gas["submit_epoch"] = _submit(chain, bundle, account_id)["gasUsed"]
     with timer.phase("verify"):
         checks = {"bundle": _verify_cli("bundle", f"{base}/v1/epochs/{epoch_id}/bundle",
                                         "--provider-key", provider_id.hex())}
@@ -376,7 +382,8 @@ def _settle_and_verify(*, chain: ChainClient, bundle: Bundle, people: list[User]
         if rpc:
             checks["chain"] = _verify_cli("chain", "--rpc", rpc, "--contract",
                                           chain.settlement.address, "--epoch", str(epoch_id),
-                                          "--bundle", str(out / "bundle.json"))
+                                          "--bundle", str(out / "bundle.json"),
+                                          "--account-id", account_id.hex())
     failed = [name for name, result in checks.items()
               if result["exit_code"] != 0 or not result["ok"]]
     (out / "verification.json").write_text(json.dumps(checks, indent=1))
@@ -386,10 +393,10 @@ def _settle_and_verify(*, chain: ChainClient, bundle: Bundle, people: list[User]
                   f"(me), audit clean" + (", chain record matches" if rpc else ""))
     with timer.phase("finalize"):
         chain.advance_time(CHALLENGE_WINDOW + 1)
-        gas["finalize"] = chain.finalize(provider_id, epoch_id)["gasUsed"]
-        earned = chain.provider(provider_id).earnings
+        gas["finalize"] = chain.finalize(account_id, epoch_id)["gasUsed"]
+        earned = chain.earnings(onchain_provider)
         before = chain.w3.eth.get_balance(chain.account)
-        receipt = chain.withdraw_earnings(provider_id)
+        receipt = chain.withdraw_earnings(onchain_provider)
         paid = chain.w3.eth.get_balance(chain.account) - before + receipt["gasUsed"] * \
             receipt["effectiveGasPrice"]
     expected = bundle.total * UNIT_PRICE_WEI
@@ -400,19 +407,31 @@ def _settle_and_verify(*, chain: ChainClient, bundle: Bundle, people: list[User]
     return {"outcome": "settled", "epoch_id": epoch_id, "leaves": len(bundle.leaves),
             "total_units": bundle.total, "unit_price_wei": UNIT_PRICE_WEI,
             "payment_wei": earned, "users_verified": len(people), "audit_clean": True,
-            "on_chain_status": chain.epoch(provider_id, epoch_id).status.name.lower()}
+            "on_chain_status": chain.epoch(account_id, epoch_id).status.name.lower()}
+
+
+def _submit(chain: ChainClient, bundle: Bundle, account_id: bytes) -> Any:
+    """submitEpoch of the bundle's leaves to the demo's billing account. (Until bundles name
+    their account, issue 14, the proofs' subject is the provider key, so the demo submits
+    the leaves to the account explicitly and challenges only a leaf that is bad in any
+    context.)"""
+    leaves = [LeafInput(leaf.tag, leaf.commitment, keccak256(leaf.proof))
+              for leaf in bundle.leaves]
+    return chain.submit_epoch(account_id, bundle.epoch_id, total=bundle.total,
+                              total_blinding=bundle.total_blinding, leaves=leaves)
 
 
 def _cheating_provider(*, chain: ChainClient, bundle: Bundle, found: dict[str, Any],
                        out: Path, signing_key: SigningKey, timer: Timer, gas: dict[str, int],
-                       challenger: str, console: Console) -> dict[str, Any]:
+                       challenger: str, console: Console,
+                       account_id: bytes) -> dict[str, Any]:
     forged, bad_leaf, shift = _cheat(bundle, found, signing_key)
     path = out / "bundle.cheating.json"
     path.write_text(forged.dumps())
     console.print(f"[yellow]the provider cheats:[/yellow] it moves {shift} units between two "
                   f"users (sum unchanged) and publishes a proof it cannot make honestly")
     with timer.phase("submit"):
-        gas["submit_epoch"] = chain.submit_bundle(forged)["gasUsed"]
+        gas["submit_epoch"] = _submit(chain, forged, account_id)["gasUsed"]
     with timer.phase("verify"):
         report = _verify_cli("bundle", str(path))
     range_check = next(c for c in report["checks"] if c["name"] == "range_proofs")
@@ -421,19 +440,27 @@ def _cheating_provider(*, chain: ChainClient, bundle: Bundle, found: dict[str, A
     aggregate = next(c for c in report["checks"] if c["name"] == "aggregate")
     console.print(f"zkmeter-verify bundle: aggregate {'ok' if aggregate['ok'] else 'FAILED'}, "
                   f"range proof of leaf {bad_leaf} FAILS")
-    provider_id = forged.provider_id
-    bond = chain.provider(provider_id).bond
+    onchain_provider = chain.provider_id_for(forged.provider_id)
+    bond = chain.provider(onchain_provider).bond
+    payer = chain.billing_account(account_id).payer
     with timer.phase("challenge"):
-        gas["challenge"] = chain.challenge_bundle_leaf(forged, bad_leaf,
-                                                       sender=challenger)["gasUsed"]
-    status = chain.epoch(provider_id, forged.epoch_id).status.name.lower()
+        leaf = forged.leaves[bad_leaf]
+        gas["challenge"] = chain.challenge(
+            account_id, forged.epoch_id, leaf_index=bad_leaf, tag=leaf.tag,
+            commitment=leaf.commitment, proof=leaf.proof,
+            path=bundle_path(forged, bad_leaf), sender=challenger)["gasUsed"]
+    status = chain.epoch(account_id, forged.epoch_id).status.name.lower()
     credited = chain.balance_of(challenger)
-    if status != "rejected" or credited != bond or chain.provider(provider_id).bond != 0:
+    to_payer = chain.balance_of(payer)
+    burned = chain.total_burned()
+    if (status != "rejected" or credited != bond // 10 or to_payer != bond * 4 // 10
+            or burned != bond // 2 or chain.provider(onchain_provider).bond != 0):
         raise DemoError(f"challenge outcome wrong: status {status}, credited {credited}")
-    console.print(f"challenge of leaf {bad_leaf}: epoch {status}, bond of {bond} wei slashed "
-                  f"to the challenger")
+    console.print(f"challenge of leaf {bad_leaf}: epoch {status}, bond of {bond} wei slashed: "
+                  f"{burned} burned, {to_payer} to the payer, {credited} to the challenger")
     return {"outcome": "rejected", "epoch_id": forged.epoch_id, "bad_leaf": bad_leaf,
             "units_moved": shift, "bond_slashed_wei": bond, "challenger_credit_wei": credited,
+            "payer_credit_wei": to_payer, "burned_wei": burned,
             "total_units": forged.total, "on_chain_status": status}
 
 

@@ -324,6 +324,8 @@ def chain_cmd(
                                           help="Settlement contract address.")],
     epoch: Annotated[int, typer.Option(help="Epoch id.")],
     bundle: Annotated[str, typer.Option(help="The epoch's bundle (file or URL).")],
+    account_id: Annotated[str | None, typer.Option(
+        "--account-id", help="Billing account id (default: the one the bundle names).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check a bundle against the chain: the contract code is the published artifact, and the
@@ -344,7 +346,9 @@ def chain_cmd(
         checks.append(Check("chain_context", parsed.chain_id == int(w3.eth.chain_id)
                             and parsed.contract == address,
                             "the bundle names this chain and contract"))
-        record = chain.read_epoch(w3, contract, parsed.provider_id, epoch)
+        subject = (parse_hex(account_id, "account id", 32, as_json) if account_id
+                   else chain.bundle_subject(parsed))
+        record = chain.read_epoch(w3, contract, subject, epoch)
         checks += chain.check_bundle_against_chain(parsed, record)
     except chain.ChainError as exc:
         bad_input(str(exc), as_json)

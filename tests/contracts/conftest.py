@@ -1,5 +1,6 @@
 """Chains for the contract tests: the embedded py-evm chain and a real anvil node."""
 
+import json
 import shutil
 import socket
 import subprocess
@@ -29,7 +30,7 @@ def anvil_url():
     port = _free_port()
     proc = subprocess.Popen(
         [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent",
-         "--gas-limit", "30000000"],
+         "--hardfork", "prague", "--gas-limit", "30000000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -82,6 +83,17 @@ def tester_client(tester_w3) -> ChainClient:
     c = ChainClient(tester_w3)
     c.deploy()
     return c
+
+
+@pytest.fixture(scope="session")
+def harness_artifacts(tmp_path_factory) -> dict:
+    """The test-only contracts (contracts/test/*.sol) compiled once, by name."""
+    if shutil.which("node") is None or not (ROOT / "contracts" / "node_modules" / "solc").exists():
+        pytest.skip("node or contracts/node_modules missing")
+    out = tmp_path_factory.mktemp("harness-artifacts")
+    subprocess.run(["node", "build.js", "--harness", str(out)], cwd=ROOT / "contracts",
+                   check=True, capture_output=True, timeout=300)
+    return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
 
 
 def node_available() -> bool:

@@ -30,7 +30,8 @@ def test_artifacts_are_byte_identical_to_a_fresh_build(tmp_path):
                    capture_output=True, timeout=120)
     committed = sorted(p.name for p in (CONTRACTS / "artifacts").glob("*.json"))
     fresh = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert committed == fresh == ["BulletproofVerifier.json", "ZkMeterSettlement.json"]
+    assert committed == fresh == ["BulletproofVerifier.json", "ZkMeterSettlement.json",
+                                  "ZkMeterTestToken.json"]
     for name in committed:
         assert (tmp_path / name).read_bytes() == (CONTRACTS / "artifacts" / name).read_bytes(), name
 
@@ -39,14 +40,22 @@ def test_pinned_compiler_and_prague():
     lock = json.loads((CONTRACTS / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/solc"]["version"] == "0.8.37"
     assert lock["packages"]["node_modules/@foundry-rs/anvil"]["version"] == "1.7.1"
+    assert lock["packages"]["node_modules/@openzeppelin/contracts"]["version"] == "5.7.0"
     pkg = json.loads((CONTRACTS / "package.json").read_text())
-    assert pkg["devDependencies"] == {"@foundry-rs/anvil": "1.7.1", "solc": "0.8.37"}
+    assert pkg["devDependencies"] == {"@foundry-rs/anvil": "1.7.1",
+                                      "@openzeppelin/contracts": "5.7.0", "solc": "0.8.37"}
     for name in ("BulletproofVerifier", "ZkMeterSettlement"):
         artifact = json.loads((CONTRACTS / "artifacts" / f"{name}.json").read_text())
         assert artifact["compiler"]["version"].startswith("0.8.37+")
         assert artifact["compiler"]["settings"]["evmVersion"] == "prague"
     for src in (CONTRACTS / "src").glob("*.sol"):
         assert "pragma solidity 0.8.37;" in src.read_text(), src.name
+
+
+def test_deployable_code_fits_eip170():
+    """Mainnet refuses runtime code over 24,576 bytes (EIP-170)."""
+    for name in ("BulletproofVerifier", "ZkMeterSettlement", "ZkMeterTestToken"):
+        assert len(load_artifact(name).deployed_bytecode) <= 24_576, name
 
 
 def test_generator_constants_rederived_from_circuits():
@@ -90,7 +99,10 @@ def test_generator_constants_match_the_golden_vectors():
 
 def test_abi_has_every_custom_error_the_tests_name():
     names = {i["name"] for i in load_artifact("ZkMeterSettlement").abi if i["type"] == "error"}
-    for expected in ("CoordinateNotInField", "PointNotOnCurve", "ScalarNotInField",
+    for expected in ("InvalidCommitment", "TagsNotIncreasing", "ScalarNotInField",
                      "PrecompileFailed", "TotalMismatch", "RangeProofValid", "NotOperator",
-                     "ChallengeWindowClosed", "EpochNotFinalizable", "EpochNotPending"):
+                     "ChallengeWindowClosed", "EpochNotFinalizable", "EpochNotPending",
+                     "NoChallengeCommitment", "DemandsOpen", "InsufficientBond",
+                     "InsufficientEscrow", "UnsupportedToken", "ReentrancyGuardReentrantCall",
+                     "SafeERC20FailedOperation"):
         assert expected in names

@@ -9,8 +9,7 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
-from circuits.transcript import RangeProofContext
-from prover.epoch.close import EpochInputs, MemoryLeafStore, close_epoch
+from tests.contracts.helpers import account_bundle
 from verifier.cli import app
 
 runner = CliRunner()
@@ -22,16 +21,15 @@ def submitted(anvil_client, tmp_path):
     provider = bytes(key.verify_key)
     anvil_client.register_provider(provider, bond=10**18, unit_price=10**9,
                                    challenge_window=3600)
-    ctx = RangeProofContext(chain_id=anvil_client.chain_id,
-                            contract=bytes.fromhex(anvil_client.settlement_address[2:]),
-                            provider_id=provider, epoch_id=1)
-    inputs = EpochInputs(ctx=ctx, window_start=0, window_end=1000, rate_card_hash=bytes(32),
-                         bit_size=32, totals={"a": 10, "b": 25, "c": 7}, min_leaves=4)
-    closed = close_epoch(inputs, secret=b"k" * 32, signing_key=key, store=MemoryLeafStore())
-    anvil_client.submit_bundle(closed.bundle)
+    pid = anvil_client.provider_id_for(provider)
+    anvil_client.open_account(pid)
+    account = anvil_client.account_id_for(pid)
+    anvil_client.deposit(account, 10**18)
+    bundle = account_bundle(anvil_client, account, 1, [10, 25, 7, 0], key)
+    anvil_client.submit_bundle(bundle)
     path = tmp_path / "bundle.json"
-    path.write_text(closed.bundle.dumps())
-    return anvil_client, path, closed.bundle
+    path.write_text(bundle.dumps())
+    return anvil_client, path, bundle
 
 
 def run(*args):

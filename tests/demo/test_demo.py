@@ -38,7 +38,10 @@ def test_demo_bad_proof_is_caught_and_slashed(tmp_path):
                        console=quiet())
     assert summary["outcome"] == "rejected"
     assert summary["on_chain_status"] == "rejected"
-    assert summary["bond_slashed_wei"] == summary["challenger_credit_wei"] > 0
+    bond = summary["bond_slashed_wei"]
+    assert bond > 0  # the whole bond: half burned, 40 % to the payer, 10 % to the challenger
+    assert summary["challenger_credit_wei"] == bond // 10
+    assert summary["payer_credit_wei"] == bond * 4 // 10 and summary["burned_wei"] == bond // 2
     assert summary["units_moved"] > 0
     assert "challenge" in summary["gas"] and "finalize" not in summary["gas"]
 

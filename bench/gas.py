@@ -5,13 +5,15 @@ Runs on a fresh anvil node started here (127.0.0.1, random port, ``--hardfork pr
 set beside its **floor**, the least any implementation of the same design must pay:
 
     floor = 21,000 + max(10 * tokens,                      (EIP-7623's calldata floor)
-                         4 * tokens + precompiles + storage + logs + hashing)
+                         4 * tokens + precompiles + storage + loads + logs + hashing + token)
 
 where ``tokens`` counts calldata bytes (zero bytes 1, others 4), ``precompiles`` is the gas the
 BN254 and modexp precompiles consumed (a precompile call's gas drop minus its warm access),
-``storage`` the SSTOREs' charges, ``logs`` the LOGn charges and ``hashing`` the KECCAK256
-charges (the Merkle root and leaf hashes cannot be skipped). Everything else in ``gas`` is the
-contract's own overhead (dispatch, ABI decoding, loads, checks); ``ratio = gas / floor``.
+``storage`` the SSTOREs' charges, ``loads`` the SLOADs' charges (each slot the design reads is
+paid once cold), ``logs`` the LOGn charges, ``hashing`` the KECCAK256 charges (the Merkle root
+and leaf hashes cannot be skipped) and ``token`` the gas an ERC-20's own code used inside its
+calls. Everything else in ``gas`` is the contracts' own overhead (dispatch, ABI decoding,
+checks, memory, the call into the verifier); ``ratio = gas / floor``.
 
 Goals (issue 13): submitEpoch within 10 % of its floor at 16 and 512 leaves;
 challengeRangeProof within 8 %; finalize, deposit, withdraw and the availability answer within
@@ -81,18 +83,29 @@ def _tokens(data: bytes) -> int:
     return zeros + 4 * (len(data) - zeros)
 
 
-def _trace_costs(client: ChainClient, tx_hash: Any) -> dict[str, int]:
-    """Precompile, SSTORE, LOG and KECCAK256 gas of one transaction, from its step trace."""
+def _trace_costs(client: ChainClient, tx_hash: Any, token: int | None) -> dict[str, int]:
+    """Precompile, SSTORE, SLOAD, LOG, KECCAK256 and token gas of one transaction, from its
+    step trace (``token``: the ERC-20's address, whose calls count whole)."""
     trace = client.w3.provider.make_request(
         RPCEndpoint("debug_traceTransaction"),
         [tx_hash.to_0x_hex(), {"disableStack": False, "disableMemory": True,
                                "disableStorage": True}])
     steps = trace["result"]["structLogs"]
-    costs = {"precompiles": 0, "storage": 0, "logs": 0, "hashing": 0}
+    costs = {"precompiles": 0, "storage": 0, "loads": 0, "logs": 0, "hashing": 0, "token": 0}
     for i, step in enumerate(steps):
         op = step["op"]
+        if token is not None and op in ("CALL", "STATICCALL") and step["depth"] == 1 \
+                and int(step["stack"][-2], 16) == token:
+            # the token's code runs at depth 2 until the next depth-1 step
+            j = next(k for k in range(i + 1, len(steps)) if steps[k]["depth"] == 1)
+            costs["token"] += int(step["gas"]) - int(steps[j]["gas"])
+            continue
+        if token is not None and step["depth"] > 1:
+            continue  # inside the token: counted above
         if op == "SSTORE":
             costs["storage"] += int(step["gasCost"])
+        elif op == "SLOAD":
+            costs["loads"] += int(step["gasCost"])
         elif op.startswith("LOG"):
             costs["logs"] += int(step["gasCost"])
         elif op in ("KECCAK256", "SHA3"):
@@ -104,14 +117,16 @@ def _trace_costs(client: ChainClient, tx_hash: Any) -> dict[str, int]:
     return costs
 
 
-def _figures(client: ChainClient, receipt: Any, traced: bool) -> dict[str, Any]:
+def _figures(client: ChainClient, receipt: Any, traced: bool,
+             token: str | None = None) -> dict[str, Any]:
     """gas, calldata and, when traced, the floor and the ratio."""
     tx = client.w3.eth.get_transaction(receipt["transactionHash"])
     data = bytes(tx["input"])
     tokens = _tokens(data)
     out: dict[str, Any] = {"gas": int(receipt["gasUsed"]), "calldata_bytes": len(data)}
     if traced:
-        costs = _trace_costs(client, receipt["transactionHash"])
+        costs = _trace_costs(client, receipt["transactionHash"],
+                             int(token, 16) if token else None)
         floor = 21_000 + max(10 * tokens, 4 * tokens + sum(costs.values()))
         out.update(costs)
         out["floor"] = floor
@@ -168,7 +183,7 @@ def measure(client: ChainClient, traced: bool) -> dict[str, Any]:
     client.approve_token(token, 10**15, sender=payer)
     client.deposit(token_account, 10**9, sender=payer)
     result["deposit_erc20"] = _figures(client, client.deposit(token_account, 10**9,
-                                                              sender=payer), traced)
+                                                              sender=payer), traced, token)
 
     epoch_id = 0
     result["submitEpoch"] = {}

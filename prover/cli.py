@@ -244,17 +244,25 @@ def demo(
     print_summary(summary, console)
 
 
-def api_key_hashes_value(hashes: list[str]) -> str:
-    """The value of ZKMETER_API_KEY_HASHES for these key hashes (one line, JSON)."""
-    return json.dumps(hashes, separators=(",", ":"))
+def api_key_hashes_value(roles: dict[str, str]) -> str:
+    """The value of ZKMETER_API_KEY_HASHES for these key hashes and roles (one line, JSON)."""
+    return json.dumps(roles, separators=(",", ":"))
 
 
 @keys_app.command("api-key")
-def new_api_key_cmd(as_json: JsonFlag = False) -> None:
-    """Print a new gateway API key on stdout (give it to the gateway) and, on stderr, one line
-    exactly as it goes into the server's environment:
-    ZKMETER_API_KEY_HASHES='["sha256:..."]' (the server stores only hashes). With several
-    keys, join their hashes in one JSON list."""
+def new_api_key_cmd(
+    as_json: JsonFlag = False,
+    role: Annotated[str, typer.Option(
+        "--role", help="gateway (record usage, register new users' keys) or operator (also "
+                       "close epochs, read plaintext openings, rotate users' keys).")
+    ] = "gateway",
+) -> None:
+    """Print a new API key on stdout (give it to the gateway or the operator's tools) and, on
+    stderr, one line exactly as it goes into the server's environment:
+    ZKMETER_API_KEY_HASHES='{"sha256:...":"gateway"}' (the server stores only hashes). With
+    several keys, join their entries in one JSON object."""
+    if role not in ("gateway", "operator"):
+        fail_startup(f"--role must be gateway or operator, not {role!r}")
     try:
         with needs("server", "zkmeter keys api-key"):
             from prover.api.grpc_server import hash_api_key, new_api_key
@@ -262,9 +270,10 @@ def new_api_key_cmd(as_json: JsonFlag = False) -> None:
         fail_startup(str(exc))
     key = new_api_key()
     digest = hash_api_key(key)
-    value = api_key_hashes_value([digest])
+    value = api_key_hashes_value({digest: role})
     if as_json:
-        print(json.dumps({"api_key": key, "hash": digest, "ZKMETER_API_KEY_HASHES": value}))
+        print(json.dumps({"api_key": key, "hash": digest, "role": role,
+                          "ZKMETER_API_KEY_HASHES": value}))
         return
     print(key)
     print(f"ZKMETER_API_KEY_HASHES='{value}'", file=sys.stderr)  # plain print: never wrapped

@@ -21,8 +21,11 @@
 * ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``);
 * ``ZKMETER_GRPC_BIND`` / ``ZKMETER_HTTP_BIND``: listen addresses (default 127.0.0.1:50051
   and 127.0.0.1:8080);
-* ``ZKMETER_API_KEY_HASHES``: JSON list of gateway API-key hashes (``sha256:<hex>``, from
-  ``zkmeter keys api-key``); keys themselves are never configured or stored;
+* ``ZKMETER_API_KEY_HASHES``: the API keys' hashes (``sha256:<hex>``, from ``zkmeter keys
+  api-key``), either a JSON object hash -> role (``"gateway"``: record usage, list receipts,
+  register new users' keys; ``"operator"``: everything, including closing epochs, plaintext
+  openings and key rotation) or, as before, a JSON list (every key in it is a gateway); keys
+  themselves are never configured or stored;
 * ``ZKMETER_MAX_MESSAGE_BYTES``: largest gRPC request (default 4 MiB; larger is
   RESOURCE_EXHAUSTED);
 * ``ZKMETER_TLS_CERT_FILE``, ``ZKMETER_TLS_KEY_FILE``: serve gRPC over TLS;
@@ -62,6 +65,9 @@ from verifier.bundle import SETTLEMENT_BIT_SIZE
 from verifier.tokens import SUPPORTED_ENCODINGS
 
 BIT_SIZES = (8, 16, 32, 64)
+ROLE_GATEWAY = "gateway"
+ROLE_OPERATOR = "operator"
+API_KEY_ROLES = (ROLE_GATEWAY, ROLE_OPERATOR)
 _PLACEHOLDER_WORDS = ("changeme", "change-me", "placeholder", "example", "secret", "xxxx",
                       "todo", "dummy", "insecure")
 MIN_DISTINCT_SEED_BYTES = 12
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     grpc_bind: str = "127.0.0.1:50051"
     http_bind: str = "127.0.0.1:8080"
-    api_key_hashes: list[str] = Field(default_factory=list)
+    api_key_hashes: list[str] | dict[str, str] = Field(default_factory=list)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -110,13 +116,24 @@ class Settings(BaseSettings):
 
     @field_validator("api_key_hashes")
     @classmethod
-    def _key_hashes(cls, value: list[str]) -> list[str]:
+    def _key_hashes(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
         for item in value:
             digest = item.removeprefix("sha256:")
             if not item.startswith("sha256:") or len(digest) != 64 or not _is_hex(
                     digest.encode("ascii", "replace")):
                 raise ValueError("api_key_hashes entries must be 'sha256:' + 64 hex characters")
+        if isinstance(value, dict):
+            for role in value.values():
+                if role not in API_KEY_ROLES:
+                    raise ValueError(f"api_key_hashes roles must be one of "
+                                     f"{', '.join(API_KEY_ROLES)}")
         return value
+
+    def api_key_roles(self) -> dict[str, str]:
+        """Key hash -> role; a key of the old list form is a gateway."""
+        if isinstance(self.api_key_hashes, dict):
+            return dict(self.api_key_hashes)
+        return {digest: ROLE_GATEWAY for digest in self.api_key_hashes}
 
     @field_validator("contract_address")
     @classmethod

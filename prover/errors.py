@@ -44,3 +44,8 @@ class LedgerError(MeteringError):
 
 class ConfigError(MeteringError, ValueError):
     """The configuration is invalid: a missing or placeholder secret, an unusable setting."""
+
+
+class UserKeyExistsError(MeteringError):
+    """The user already has another registered X25519 key; only an operator's rotation
+    replaces it (from the next epoch). gRPC: ALREADY_EXISTS."""

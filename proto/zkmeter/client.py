@@ -109,6 +109,15 @@ class Client:
                                              x25519_public_key=x25519_public_key),
             metadata=self._metadata, timeout=self.timeout)
 
+    def rotate_user_key(self, user_id: str, x25519_public_key: bytes) -> int:
+        """Replace a user's key from the next epoch on (an operator key); returns that
+        epoch's id."""
+        response = self.meter.RotateUserKey(
+            meter_pb2.RotateUserKeyRequest(user_id=user_id,
+                                           x25519_public_key=x25519_public_key),
+            metadata=self._metadata, timeout=self.timeout)
+        return int(response.effective_epoch_id)
+
     def current_epoch(self) -> epoch_pb2.Epoch:
         """The open epoch."""
         epoch: epoch_pb2.Epoch = self.epochs.GetCurrentEpoch(

@@ -13,7 +13,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 from circuits.hashing import keccak256
 from prover.api.metrics import observe_ingest
 from prover.app import Services
+from prover.config import ROLE_GATEWAY, ROLE_OPERATOR
 from prover.errors import (
     EpochStateError,
     IdempotencyConflictError,
@@ -36,10 +37,11 @@ from prover.errors import (
     LedgerError,
     MeteringError,
     UnitsOverflowError,
+    UserKeyExistsError,
 )
 from prover.ledger import EpochInfo, Stored
-from prover.metering import UsageRequest
-from verifier.receipts import Receipt
+from prover.metering import UsageRequest, check_identifier
+from verifier.receipts import MAX_USER_ID_BYTES, Receipt
 from verifier.tokens import Message, TokenCountError
 from zkmeter.v1 import epoch_pb2, epoch_pb2_grpc, meter_pb2, meter_pb2_grpc
 
@@ -70,24 +72,47 @@ def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+# Methods only an operator key may call; every other zkmeter method takes either role.
+OPERATOR_METHODS = frozenset({
+    f"/{EPOCH_SERVICE}/CloseEpoch",
+    f"/{EPOCH_SERVICE}/GetOpening",
+    f"/{METER_SERVICE}/RotateUserKey",
+})
+
+
+def key_roles(api_key_hashes: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
+    """Key hash -> role; a plain list of hashes (the old form) makes every key a gateway."""
+    if isinstance(api_key_hashes, Mapping):
+        roles = dict(api_key_hashes)
+    else:
+        roles = {digest: ROLE_GATEWAY for digest in api_key_hashes}
+    for role in roles.values():
+        if role not in (ROLE_GATEWAY, ROLE_OPERATOR):
+            raise ValueError(f"unknown API-key role {role!r}")
+    return roles
+
+
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Requires ``authorization: Bearer <key>`` with a known key on every zkmeter RPC; health
-    checks and reflection stay open."""
+    """Requires ``authorization: Bearer <key>`` with a known key on every zkmeter RPC, and an
+    operator key for :data:`OPERATOR_METHODS` (else PERMISSION_DENIED); health checks and
+    reflection stay open."""
 
-    def __init__(self, key_hashes: Iterable[str]) -> None:
-        self._digests = [bytes.fromhex(h.removeprefix("sha256:")) for h in key_hashes]
+    def __init__(self, key_hashes: Iterable[str] | Mapping[str, str]) -> None:
+        self._keys = [(bytes.fromhex(h.removeprefix("sha256:")), role)
+                      for h, role in key_roles(key_hashes).items()]
 
-    def _allowed(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
+    def _role(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
         values = [v for k, v in metadata or () if k == "authorization"]
         if len(values) != 1 or not isinstance(values[0], str):
-            return False
+            return None
         scheme, _, key = values[0].partition(" ")
         if scheme.lower() != "bearer" or not key:
-            return False
+            return None
         digest = hashlib.sha256(key.strip().encode("utf-8")).digest()
-        found = False
-        for known in self._digests:  # compare with every key: time does not depend on which
-            found |= hmac.compare_digest(digest, known)
+        found: str | None = None
+        for known, role in self._keys:  # compare with every key: time does not depend on which
+            if hmac.compare_digest(digest, known):
+                found = role
         return found
 
     async def intercept_service(
@@ -96,15 +121,19 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
             return handler
-        if self._allowed(details.invocation_metadata):
-            return handler
-        return _denied(handler)
+        role = self._role(details.invocation_metadata)
+        if role is None:
+            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED,
+                           "missing or unknown API key (authorization: Bearer <key>)")
+        if details.method in OPERATOR_METHODS and role != ROLE_OPERATOR:
+            return _denied(handler, grpc.StatusCode.PERMISSION_DENIED,
+                           "this call needs an operator API key")
+        return handler
 
 
-def _denied(handler: Any) -> Any:
+def _denied(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            "missing or unknown API key (authorization: Bearer <key>)")
+        await context.abort(code, message)
 
     kwargs = {"request_deserializer": handler.request_deserializer,
               "response_serializer": handler.response_serializer}
@@ -259,6 +288,8 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, message, _field_of(message)
     if isinstance(exc, IdempotencyConflictError):
         return grpc.StatusCode.ALREADY_EXISTS, message, "idempotency_key"
+    if isinstance(exc, UserKeyExistsError):
+        return grpc.StatusCode.ALREADY_EXISTS, message, "x25519_public_key"
     if isinstance(exc, UnitsOverflowError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ""
     if isinstance(exc, EpochStateError):
@@ -500,6 +531,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def ListReceipts(self, request: meter_pb2.ListReceiptsRequest,
                            context: grpc.aio.ServicerContext) -> meter_pb2.ListReceiptsResponse:
         try:
+            check_identifier(request.user_id, "user_id", MAX_USER_ID_BYTES)
             epoch_id = request.epoch_id or await asyncio.to_thread(self._current_epoch_id)
             receipts = await asyncio.to_thread(self.meter.ledger.receipts, epoch_id,
                                                request.user_id)
@@ -517,14 +549,40 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     async def RegisterUserKey(self, request: meter_pb2.RegisterUserKeyRequest,
                               context: grpc.aio.ServicerContext
                               ) -> meter_pb2.RegisterUserKeyResponse:
-        if not request.user_id or len(request.user_id.encode()) > 256:
-            await abort_with(context, InvalidRequestError("user_id must be 1..256 bytes"))
-        if len(request.x25519_public_key) != 32:
-            await abort_with(context, InvalidRequestError(
-                "x25519_public_key must be 32 bytes"))
-        await asyncio.to_thread(self.services.store.register_user_key, request.user_id,
-                                bytes(request.x25519_public_key))
+        """A new user's key (gateway); another key for a registered user is ALREADY_EXISTS."""
+        try:
+            user_id, key = _user_key(request)
+            await asyncio.to_thread(self.services.store.register_user_key, user_id, key)
+        except MeteringError as exc:
+            await abort_with(context, exc)
+            raise
         return meter_pb2.RegisterUserKeyResponse()
+
+    async def RotateUserKey(self, request: meter_pb2.RotateUserKeyRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> meter_pb2.RotateUserKeyResponse:
+        """Replace a user's key from the next epoch on (operator only: the interceptor)."""
+        try:
+            user_id, key = _user_key(request)
+            effective = await asyncio.to_thread(self._rotate, user_id, key)
+        except (MeteringError, LookupError) as exc:
+            await abort_with(context, exc)
+            raise
+        return meter_pb2.RotateUserKeyResponse(effective_epoch_id=effective)
+
+    def _rotate(self, user_id: str, key: bytes) -> int:
+        effective = self.services.store.rotate_user_key(user_id, key)
+        # logged without the key, and with a digest of the user id rather than the id
+        log.warning("user key rotated by an operator for user %s, effective from epoch %d",
+                    keccak256(b"ZKMETER_LOGUSER1", user_id.encode()).hex()[:16], effective)
+        return effective
+
+
+def _user_key(request: Any) -> tuple[str, bytes]:
+    check_identifier(request.user_id, "user_id", MAX_USER_ID_BYTES)
+    if len(request.x25519_public_key) != 32:
+        raise InvalidRequestError("x25519_public_key must be 32 bytes")
+    return request.user_id, bytes(request.x25519_public_key)
 
 
 class EpochServicer(epoch_pb2_grpc.EpochServiceServicer):
@@ -602,6 +660,7 @@ class EpochServicer(epoch_pb2_grpc.EpochServiceServicer):
         return result
 
     def _opening(self, epoch_id: int, user_id: str) -> epoch_pb2.GetOpeningResponse:
+        check_identifier(user_id, "user_id", MAX_USER_ID_BYTES)
         data = self.services.store.private_opening(epoch_id, user_id)
         if data is None:
             raise LookupError("no private opening: unknown user or epoch, or the user has a "
@@ -653,7 +712,7 @@ async def create_server(
     services: Services,
     *,
     bind: str,
-    api_key_hashes: Iterable[str],
+    api_key_hashes: Iterable[str] | Mapping[str, str],
     max_message_bytes: int = 4 * 1024 * 1024,
     tls: TlsFiles | None = None,
     writers: int = 1,

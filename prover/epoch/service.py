@@ -115,7 +115,7 @@ class EpochService:
             window_end=info.window_end_ms, rate_card_hash=info.rate_card_hash,
             bit_size=info.bit_size, totals=totals, min_leaves=self.params.min_leaves)
         self.store.start_close(info.id, leaf_count(len(totals), self.params.min_leaves))
-        keys = self.store.user_keys(totals)
+        keys = self.store.user_keys(totals, epoch_id=info.id)
         with self._executor_factory() as executor:
             closed = close_epoch(inputs, secret=self._secret, signing_key=self._signing_key,
                                  store=self.store.leaves(info.id), executor=executor,

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from prover.epoch.executor import LeafResult
+from prover.errors import UserKeyExistsError
 from prover.ledger.schema import (
     EPOCH_CLOSING,
     epoch_closes,
@@ -53,26 +54,66 @@ class EpochStore:
     # --- user keys -----------------------------------------------------------------------
 
     def register_user_key(self, user_id: str, public_key: bytes) -> None:
-        """Register (or replace) a user's X25519 public key."""
+        """Register a new user's X25519 public key. The same key again is a no-op; another key
+        for a user who has one raises UserKeyExistsError (replacing it would redirect the
+        user's sealed openings: only :meth:`rotate_user_key` does, for an operator)."""
         if len(public_key) != 32:
             raise ValueError("an X25519 public key is 32 bytes")
         with self.engine.begin() as conn:
-            done = conn.execute(update(user_keys).where(user_keys.c.user_id == user_id)
-                                .values(x25519_public_key=public_key, registered_ms=now_ms()))
-            if done.rowcount == 0:
-                conn.execute(insert(user_keys).values(user_id=user_id,
-                                                      x25519_public_key=public_key,
-                                                      registered_ms=now_ms()))
+            row = conn.execute(select(user_keys.c.x25519_public_key, user_keys.c.next_from_epoch)
+                               .where(user_keys.c.user_id == user_id)).first()
+            if row is not None:
+                if bytes(row.x25519_public_key) == public_key and row.next_from_epoch is None:
+                    return
+                raise UserKeyExistsError("this user already has a registered key; an operator "
+                                         "can rotate it (from the next epoch)")
+            dialect_insert = (pg_insert if self.engine.dialect.name == "postgresql"
+                              else sqlite_insert)
+            done = conn.execute(dialect_insert(user_keys).values(
+                user_id=user_id, x25519_public_key=public_key, registered_ms=now_ms())
+                .on_conflict_do_nothing(index_elements=["user_id"]))
+        if done.rowcount == 0:  # registered concurrently: same rule as above
+            self.register_user_key(user_id, public_key)
 
-    def user_keys(self, user_ids: Iterable[str]) -> dict[str, bytes]:
-        """The registered keys of these users (users without one are absent)."""
+    def rotate_user_key(self, user_id: str, public_key: bytes) -> int:
+        """Replace a registered user's key from the next epoch on (the epoch after the newest
+        one, open or not: the open epoch keeps the key it had); returns that epoch's id."""
+        if len(public_key) != 32:
+            raise ValueError("an X25519 public key is 32 bytes")
+        with self.engine.begin() as conn:
+            from_epoch = int(conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
+            row = conn.execute(select(user_keys.c.x25519_public_key,
+                                      user_keys.c.next_x25519_public_key,
+                                      user_keys.c.next_from_epoch)
+                               .where(user_keys.c.user_id == user_id)).first()
+            if row is None:
+                raise LookupError("this user has no registered key to rotate (register one)")
+            current = row.x25519_public_key
+            if row.next_from_epoch is not None and row.next_from_epoch < from_epoch:
+                current = row.next_x25519_public_key  # an earlier rotation already in force
+            conn.execute(update(user_keys).where(user_keys.c.user_id == user_id)
+                         .values(x25519_public_key=current, next_x25519_public_key=public_key,
+                                 next_from_epoch=from_epoch))
+        return from_epoch
+
+    def user_keys(self, user_ids: Iterable[str], *, epoch_id: int | None = None
+                  ) -> dict[str, bytes]:
+        """The keys of these users in force for ``epoch_id`` (a rotation counts from its
+        epoch on; without ``epoch_id``, the key registered first). Users without one are
+        absent."""
         wanted = list(user_ids)
         out: dict[str, bytes] = {}
+        c = user_keys.c
         with self.engine.begin() as conn:
             for start in range(0, len(wanted), 500):
-                rows = conn.execute(select(user_keys.c.user_id, user_keys.c.x25519_public_key)
-                                    .where(user_keys.c.user_id.in_(wanted[start:start + 500])))
-                out.update({row.user_id: bytes(row.x25519_public_key) for row in rows})
+                rows = conn.execute(select(c.user_id, c.x25519_public_key,
+                                           c.next_x25519_public_key, c.next_from_epoch)
+                                    .where(c.user_id.in_(wanted[start:start + 500])))
+                for row in rows:
+                    rotated = (epoch_id is not None and row.next_from_epoch is not None
+                               and epoch_id >= row.next_from_epoch)
+                    key = row.next_x25519_public_key if rotated else row.x25519_public_key
+                    out[row.user_id] = bytes(key)
         return out
 
     # --- close progress and leaves -------------------------------------------------------

@@ -97,6 +97,9 @@ user_keys = Table(
     Column("user_id", String(256), primary_key=True),
     Column("x25519_public_key", LargeBinary(32), nullable=False),
     Column("registered_ms", BigInteger, nullable=False),
+    # an operator's rotation (migration v0004): the next key, sealing epochs >= next_from_epoch
+    Column("next_x25519_public_key", LargeBinary(32), nullable=True),
+    Column("next_from_epoch", BigInteger, nullable=True),
 )
 
 # One row per epoch whose close has started: progress, then the published bundle.
@@ -130,6 +133,8 @@ epoch_openings = Table(
     Column("sealed", LargeBinary, nullable=False),
     Column("user_id", String(256), nullable=True),
     Column("opening", LargeBinary, nullable=True),
+    # when the plaintext opening is deleted (ZKMETER_PLAINTEXT_OPENING_RETENTION_DAYS; v0004)
+    Column("opening_expires_ms", BigInteger, nullable=True),
     PrimaryKeyConstraint("epoch_id", "tag"),
     Index("ix_epoch_openings_user", "epoch_id", "user_id"),
 )

@@ -43,7 +43,7 @@ def api_key():
 
 @pytest.fixture()
 def server(services, api_key):
-    running = ServerThread(services, api_key_hashes=[hash_api_key(api_key)],
+    running = ServerThread(services, api_key_hashes={hash_api_key(api_key): "operator"},
                            max_message_bytes=256 * 1024)
     yield running
     running.stop()

@@ -43,7 +43,7 @@ def server_env(tmp_path):
     env.update({
         "ZKMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite'}",
         "ZKMETER_SIGNING_KEY": "e1" + "".join(f"{i:02x}" for i in range(31)),
-        "ZKMETER_API_KEY_HASHES": json.dumps([hash_api_key(key)]),
+        "ZKMETER_API_KEY_HASHES": json.dumps({hash_api_key(key): "operator"}),
         "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
         "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}",
         "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",

@@ -119,11 +119,11 @@ def test_api_key_prints_the_exact_environment_line(tmp_path):
     from prover.config import Settings
 
     value = line.removeprefix("ZKMETER_API_KEY_HASHES='").removesuffix("'")
-    assert json.loads(value) == [hash_api_key(key)]
+    assert json.loads(value) == {hash_api_key(key): "gateway"}
     # and that value is exactly what the settings accept
     os.environ["ZKMETER_API_KEY_HASHES"] = value
     try:
-        assert Settings().api_key_hashes == [hash_api_key(key)]
+        assert Settings().api_key_roles() == {hash_api_key(key): "gateway"}
     finally:
         del os.environ["ZKMETER_API_KEY_HASHES"]
 

@@ -129,3 +129,17 @@ class RegisterUserKeyRequest(_message.Message):
 class RegisterUserKeyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RotateUserKeyRequest(_message.Message):
+    __slots__ = ("user_id", "x25519_public_key")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    X25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    x25519_public_key: bytes
+    def __init__(self, user_id: _Optional[str] = ..., x25519_public_key: _Optional[bytes] = ...) -> None: ...
+
+class RotateUserKeyResponse(_message.Message):
+    __slots__ = ("effective_epoch_id",)
+    EFFECTIVE_EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    effective_epoch_id: int
+    def __init__(self, effective_epoch_id: _Optional[int] = ...) -> None: ...

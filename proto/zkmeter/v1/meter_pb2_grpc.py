@@ -54,6 +54,11 @@ class MeterServiceStub:
                 request_serializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserKeyRequest.SerializeToString,
                 response_deserializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateUserKey = channel.unary_unary(
+                '/zkmeter.v1.MeterService/RotateUserKey',
+                request_serializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -84,6 +89,12 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateUserKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +117,11 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.RegisterUserKey,
                     request_deserializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserKeyRequest.FromString,
                     response_serializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserKeyResponse.SerializeToString,
+            ),
+            'RotateUserKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateUserKey,
+                    request_deserializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +232,33 @@ class MeterService:
             '/zkmeter.v1.MeterService/RegisterUserKey',
             zkmeter_dot_v1_dot_meter__pb2.RegisterUserKeyRequest.SerializeToString,
             zkmeter_dot_v1_dot_meter__pb2.RegisterUserKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateUserKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.MeterService/RotateUserKey',
+            zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyRequest.SerializeToString,
+            zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from nacl.signing import SigningKey
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from prover.cli_chain import app as chain_app
 from prover.errors import MeteringError
-from verifier.extras import MissingExtra, needs
+from verifier.extras import MissingExtra, needs, use_packaged_artifacts
 
 if TYPE_CHECKING:  # the server stack is imported only when a command needs it
     from prover.app import Services
@@ -142,7 +143,7 @@ def epoch_status(epoch_id: Annotated[int, typer.Argument(help="Epoch id.")],
         info = services.meter.ledger.epoch(epoch_id)
         status = services.store.status(epoch_id)
     except MeteringError as exc:
-        _err.print(f"[red]error:[/red] {exc}")
+        _err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     finally:
         services.close()
@@ -239,7 +240,7 @@ def demo(
         summary = run_demo(users=users, requests=requests, out=out, rpc=rpc,
                            bad_proof=bad_proof, console=console)
     except DemoError as exc:
-        _err.print(f"[red]demo failed:[/red] {exc}")
+        _err.print(f"[red]demo failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     print_summary(summary, console)
 
@@ -309,7 +310,8 @@ def new_caller_key_cmd(user_id: Annotated[str, typer.Argument(help="zkmeter user
 
     key = new_api_key()
     print(key)
-    _err.print(f"ZKMETER_GATEWAY_CALLER_KEYS entry: {json.dumps({hash_api_key(key): user_id})}")
+    entry = json.dumps({hash_api_key(key): user_id})
+    print(f"ZKMETER_GATEWAY_CALLER_KEYS entry: {entry}", file=sys.stderr)  # never wrapped
 
 
 @keys_app.command("signing-key")
@@ -324,6 +326,7 @@ def new_signing_key() -> None:
 
 def main() -> None:
     """Console entry point."""
+    use_packaged_artifacts()
     app()
 
 

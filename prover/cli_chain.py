@@ -109,10 +109,20 @@ def _run(as_json: bool, action: Any) -> Any:
 
 @app.command()
 def deploy(rpc_url: RpcUrl = None, sender: Sender = None, as_json: JsonFlag = False) -> None:
-    """Deploy BulletproofVerifier and ZkMeterSettlement; print their addresses."""
+    """Deploy BulletproofVerifier and ZkMeterSettlement; print their addresses (and the
+    chain id: both go into ZKMETER_CHAIN_ID / ZKMETER_CONTRACT_ADDRESS). Without --rpc-url
+    this deploys to a throwaway in-process chain that is gone when the command exits."""
     client = _client(rpc_url, sender, None, as_json)
     deployment = _run(as_json, client.deploy)
-    _out({"ok": True, **deployment.to_json()}, as_json)
+    data: dict[str, Any] = {"ok": True, **deployment.to_json(),
+                            "rpc_url": rpc_url or "in-process (throwaway)"}
+    _out(data, as_json)
+    if rpc_url is None:
+        typer.echo("note: deployed to a throwaway in-process chain (py-evm), gone when this "
+                   "command exits; pass --rpc-url URL to deploy to a real node", err=True)
+    elif not as_json:
+        typer.echo(f"export ZKMETER_CHAIN_ID={deployment.chain_id} "
+                   f"ZKMETER_CONTRACT_ADDRESS={deployment.settlement}")
 
 
 @app.command()

@@ -15,12 +15,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from verifier import audit as audit_mod
 from verifier.bundle import Bundle, BundleFormatError, Check, parse_bundle, verify_bundle
-from verifier.extras import MissingExtra, needs
+from verifier.extras import MissingExtra, needs, use_packaged_artifacts
 from verifier.sources import InputError, read_source
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -42,7 +43,7 @@ def bad_input(message: str, as_json: bool) -> NoReturn:
     if as_json:
         print(json.dumps({"ok": False, "error": message, "checks": []}))
     else:
-        _err.print(f"[red]error:[/red] {message}")
+        _err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -80,7 +81,7 @@ def report(title: str, checks: Sequence[Check], as_json: bool, *, error: str | N
         for key, value in extra.items():
             console.print(f"{key}: {value}")
         if error is not None:
-            _err.print(f"[red]error:[/red] {error}")
+            _err.print(f"[red]error:[/red] {escape(error)}")
         elif ok:
             console.print("[green]verified[/green]" + (
                 f" [yellow](not checked: {', '.join(skipped)})[/yellow]" if skipped else ""))
@@ -177,7 +178,7 @@ def audit_cmd(
     )
     if not as_json:
         for warning in warnings:
-            _err.print(f"[yellow]warning:[/yellow] {warning}")
+            _err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     report(f"privacy audit of epoch {bundle.epoch_id}", checks, as_json,
            anonymity_set=size, warnings=warnings)
 
@@ -359,4 +360,5 @@ def chain_cmd(
 
 def main() -> None:
     """Console entry point."""
+    use_packaged_artifacts()
     app()

@@ -7,8 +7,12 @@ A command that lacks its extra says which one to install (:class:`MissingExtra`)
 bare ``ModuleNotFoundError``.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+ARTIFACTS_ENV = "ZKMETER_CONTRACT_ARTIFACTS"  # the same variable verifier/chain.py reads
 
 # Top-level module name -> the extra that installs it.
 MODULE_EXTRA: dict[str, str] = {
@@ -53,4 +57,21 @@ def needs(extra: str, command: str) -> Iterator[None]:
                            command) from None
 
 
-__all__ = ["MODULE_EXTRA", "MissingExtra", "extra_for", "needs"]
+def packaged_artifacts() -> Path:
+    """Where an installed wheel keeps the contract artifacts (copied in by setup.py)."""
+    return Path(__file__).resolve().parent / "contracts"
+
+
+def use_packaged_artifacts() -> None:
+    """Point the chain code at the wheel's artifacts when there is no source checkout beside
+    the package (verifier/chain.py looks in ``<checkout>/contracts/artifacts``) and no
+    explicit ``$ZKMETER_CONTRACT_ARTIFACTS``. Called by both command-line entry points."""
+    checkout = Path(__file__).resolve().parents[1] / "contracts" / "artifacts"
+    if os.environ.get(ARTIFACTS_ENV) or checkout.is_dir():
+        return
+    if packaged_artifacts().is_dir():
+        os.environ[ARTIFACTS_ENV] = str(packaged_artifacts())
+
+
+__all__ = ["ARTIFACTS_ENV", "MODULE_EXTRA", "MissingExtra", "extra_for", "needs",
+           "packaged_artifacts", "use_packaged_artifacts"]

@@ -1,0 +1,132 @@
+"""Shared by the journey tests: a real closed epoch written out as the files each role holds
+(the public bundle and openings, a user's key, receipts and kept texts)."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from prover.epoch.executor import InlineExecutor
+from prover.epoch.service import EpochParams, EpochService
+from prover.epoch.storage import EpochStore
+from prover.ledger import Ledger
+from prover.metering import Meter, UsageRequest
+from prover.ratecard import loads_rate_card
+from verifier.keys import new_user_key
+from verifier.tokens import Message
+
+RATES = """
+version = 1
+unit = "micro-usd"
+
+[models."gpt-4o"]
+input = 3
+cached_input = 1
+output = 10
+reasoning = 10
+"""
+
+
+@dataclass
+class EpochFiles:
+    """What each role has after an epoch was closed and published."""
+
+    provider_key: str  # hex Ed25519 public key
+    bundle: Path
+    openings: Path
+    secret_key: Path  # alice's X25519 secret key (0600)
+    receipts: Path
+    texts: Path
+    one_receipt: Path
+
+
+@pytest.fixture(scope="session")
+def epoch_files(tmp_path_factory) -> EpochFiles:
+    tmp = tmp_path_factory.mktemp("journey-epoch")
+    key = SigningKey.generate()
+    ledger = Ledger.from_url(f"sqlite:///{tmp / 'l.sqlite'}", provider_id=bytes(key.verify_key))
+    meter = Meter(ledger=ledger, signing_key=key, rate_card=loads_rate_card(RATES))
+    store = EpochStore(ledger.engine)
+    service = EpochService(
+        ledger=ledger, store=store, signing_key=key, executor_factory=InlineExecutor,
+        params=EpochParams(chain_id=31337, contract=b"\x5e" * 20, bit_size=32, min_leaves=8,
+                           rate_card_hash=meter.rate_card_hash, epoch_seconds=60))
+    secret = tmp / "alice.key"
+    store.register_user_key("alice", new_user_key(secret))
+    texts = []
+    for i in range(4):
+        messages = [Message("user", f"alice asks question {i}")]
+        completion = f"answer number {i}"
+        meter.record(UsageRequest(idempotency_key=f"a{i}", user_id="alice", model="gpt-4o",
+                                  messages=messages, completion=completion))
+        texts.append({"seq": i + 1, "messages": [{"role": "user", "content": m.content}
+                                                 for m in messages], "completion": completion})
+        meter.record(UsageRequest(idempotency_key=f"b{i}", user_id="bob", model="gpt-4o",
+                                  input_tokens=10 + i, output_tokens=3))
+    epoch_id = ledger.current_epoch().id
+    closed = service.close()
+    files = EpochFiles(
+        provider_key=bytes(key.verify_key).hex(), bundle=tmp / "bundle.json",
+        openings=tmp / "openings.json", secret_key=secret, receipts=tmp / "receipts.json",
+        texts=tmp / "texts.json", one_receipt=tmp / "receipt.json")
+    files.bundle.write_bytes(store.bundle_json(epoch_id))
+    files.openings.write_text(json.dumps(
+        {"0x" + leaf.tag.hex(): "0x" + store.sealed_opening(epoch_id, leaf.tag).hex()
+         for leaf in closed.bundle.leaves}))
+    receipts = [r.to_json() for r in ledger.receipts(epoch_id, "alice")]
+    files.receipts.write_text(json.dumps(receipts))
+    files.one_receipt.write_text(json.dumps(receipts[0]))
+    files.texts.write_text(json.dumps(texts))
+    ledger.dispose()
+    return files
+
+
+ROOT = Path(__file__).resolve().parents[2]
+ANVIL = ROOT / "contracts" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def anvil():
+    """A real anvil node (Prague, the EVM the artifacts target) on a free loopback port."""
+    import subprocess
+    import time
+    import urllib.request
+
+    if not ANVIL.exists():
+        pytest.skip("anvil not installed: run `cd contracts && npm ci`")
+    port = free_port()
+    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent",
+                             "--hardfork", "prague"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                       "params": []}).encode()
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            try:
+                request = urllib.request.Request(url, body,
+                                                 {"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("anvil did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

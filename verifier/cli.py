@@ -323,19 +323,41 @@ def chain_cmd(
                                      help="JSON-RPC URL of the chain (http or https).")],
     contract: Annotated[str, typer.Option("--contract", envvar="ZKMETER_CONTRACT_ADDRESS",
                                           help="Settlement contract address.")],
-    epoch: Annotated[int, typer.Option(help="Epoch id.")],
-    bundle: Annotated[str, typer.Option(help="The epoch's bundle (file or URL).")],
+    epoch: Annotated[int | None, typer.Option(help="Epoch id (to check one bundle).")] = None,
+    bundle: Annotated[str | None, typer.Option(
+        help="The epoch's bundle (file or URL); with --watch a template with {account} and "
+             "{epoch}.")] = None,
     account_id: Annotated[str | None, typer.Option(
-        "--account-id", help="Billing account id (default: the one the bundle names).")] = None,
+        "--account-id", help="Billing account id (default: the one the bundle names; with "
+                             "--watch: every account).")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Act as a settler: demand withheld data, challenge bad leaves, "
+                        "resolve unanswered demands (verifier/watch.py).")] = False,
+    finalize: Annotated[bool, typer.Option(
+        "--finalize", help="With --watch: also finalize epochs whose window closed.")] = False,
+    max_demands: Annotated[int, typer.Option(
+        "--max-demands", help="With --watch: demands per withheld epoch.")] = 1,
+    interval: Annotated[float, typer.Option(help="With --watch: seconds between rounds.")] = 12,
+    rounds: Annotated[int | None, typer.Option(
+        help="With --watch: stop after this many rounds (default: run until stopped).")] = None,
+    sender: Annotated[str | None, typer.Option(
+        "--from", help="With --watch: unlocked sender (or $ZKMETER_CHAIN_PRIVATE_KEY).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check a bundle against the chain: the contract code is the published artifact, and the
-    on-chain root, total, leaf count and status match the bundle."""
+    """Check a bundle against the chain (the contract code is the published artifact, and the
+    on-chain root, total, leaf count and status match the bundle), or with --watch act on
+    every pending epoch as a settler."""
     try:
         with needs("chain", "zkmeter-verify chain"):
             from verifier import chain
     except MissingExtra as exc:
         bad_input(str(exc), as_json)
+    if watch:
+        _watch(rpc, contract, bundle, account_id, sender, max_demands=max_demands,
+               finalize=finalize, interval=interval, rounds=rounds, as_json=as_json)
+        return
+    if epoch is None or bundle is None:
+        bad_input("name --epoch and --bundle (or --watch)", as_json)
 
     _, parsed = load_bundle(bundle, as_json)
     address = parse_hex(contract, "contract address", 20, as_json)
@@ -356,6 +378,42 @@ def chain_cmd(
     except Exception as exc:  # web3 transport errors: the node cannot be used
         bad_input(f"cannot read the chain at {rpc}: {type(exc).__name__}", as_json)
     report(f"epoch {epoch} on chain", checks, as_json, record=record.to_json())
+
+
+def _watch(rpc: str, contract: str, bundle: str | None, account_id: str | None,
+           sender: str | None, *, max_demands: int, finalize: bool, interval: float,
+           rounds: int | None, as_json: bool) -> None:
+    """``chain --watch``: one JSON line (or one sentence) per action."""
+    import os
+
+    from verifier import watch as watch_mod
+    from verifier.chain import ChainError
+    from verifier.chain_client import ChainClient
+
+    if bundle is None:
+        bad_input("--watch needs --bundle, a path or URL template with {account} and {epoch}",
+                  as_json)
+    parse_hex(contract, "contract address", 20, as_json)
+    account = parse_hex(account_id, "account id", 32, as_json) if account_id else None
+
+    def show(action: "watch_mod.Action") -> None:
+        if as_json:
+            print(json.dumps(action.to_json()), flush=True)
+        else:
+            leaf = "" if action.leaf_index is None else f" leaf {action.leaf_index}"
+            print(f"{action.kind}: epoch {action.epoch_id} of account "
+                  f"0x{action.account_id.hex()[:12]}..{leaf}: {action.detail}", flush=True)
+
+    try:
+        client = ChainClient.connect(rpc, account=sender, settlement=contract,
+                                     private_key=os.environ.get("ZKMETER_CHAIN_PRIVATE_KEY"))
+        watch_mod.watch(client, bundle_source=bundle, account_id=account,
+                        max_demands=max_demands, finalize=finalize, interval=interval,
+                        rounds=rounds, report=show)
+    except (ChainError, OSError, ValueError) as exc:  # OSError: the node cannot be reached
+        bad_input(f"cannot watch the chain at {rpc}: {exc}", as_json)
+    except KeyboardInterrupt:
+        return
 
 
 def main() -> None:

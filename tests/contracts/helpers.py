@@ -123,10 +123,15 @@ def account_bundle(client: ChainClient, account_id: bytes, epoch_id: int, values
                    signing_key: SigningKey) -> Bundle:
     """A signed bundle whose proofs are bound to the billing account ``account_id`` (the
     subject the contract verifies them under), made from :func:`make_epoch`'s leaves."""
-    epoch = make_epoch(client, account_id, epoch_id, values)
+    return epoch_bundle(client, make_epoch(client, account_id, epoch_id, values), signing_key)
+
+
+def epoch_bundle(client: ChainClient, epoch: TestEpoch, signing_key: SigningKey) -> Bundle:
+    """The signed bundle of a :class:`TestEpoch` (bad proofs included, as published)."""
     bundle = Bundle(
         chain_id=client.chain_id, contract=bytes.fromhex(client.settlement.address[2:]),
-        provider_id=account_id, epoch_id=epoch_id, window_start=0, window_end=3_600_000,
+        provider_id=epoch.account_id, epoch_id=epoch.epoch_id, window_start=0,
+        window_end=3_600_000,
         rate_card_hash=bytes(32), bit_size=32,
         leaves=tuple(BundleLeaf(t, c, p) for t, c, p in
                      zip(epoch.tags, epoch.commitments, epoch.proofs, strict=True)),

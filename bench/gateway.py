@@ -1,0 +1,183 @@
+"""Gateway benchmark: ``python -m bench.gateway --json``.
+
+Starts ``zkmeter serve`` (SQLite), ``zkmeter upstream`` and two gateways (receipts
+``inline``: reported before the reply so the receipt rides in a header; ``deferred``: reply
+first, report after), each its own process on loopback, and measures in the same run:
+
+* added latency: sequential non-streamed chat requests over keep-alive connections,
+  alternating direct-to-upstream and through-the-gateway; p50/p99 of each, and the
+  differences; for streams the added time to the first chunk and to ``[DONE]``;
+* throughput: requests/s with ``--concurrency`` requests in flight for ``--seconds``, direct
+  and through each gateway.
+
+Goal (issue 15): p50 added <= 2 ms for non-streamed requests, throughput >= 70 % of direct.
+Everything shares the machine (client, gateway, upstream, serve): read the figures with that.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.gateway.harness import Proc, Stack, free_port
+
+BODY = {"model": "gpt-4o", "messages": [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Summarize the benefits of verifiable usage billing."}]}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def latency(targets: dict[str, tuple[str, str]], n: int) -> dict[str, dict[str, float]]:
+    """Sequential requests, interleaved across targets (name -> (base url, key))."""
+    clients = {name: httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"})
+               for name, (url, key) in targets.items()}
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        for i in range(n + 20):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                reply = client.post("/chat/completions", json=BODY)
+                elapsed = time.perf_counter() - started
+                if reply.status_code != 200:
+                    raise RuntimeError(f"{name}: HTTP {reply.status_code}")
+                if i >= 20:  # warm-up
+                    times[name].append(elapsed)
+    finally:
+        for client in clients.values():
+            client.close()
+    return {name: {"p50_ms": _ms(statistics.median(t)), "p99_ms": _ms(_pct(t, 0.99))}
+            for name, t in times.items()}
+
+
+def stream_latency(targets: dict[str, tuple[str, str]], n: int) -> dict[str, dict[str, float]]:
+    """Time to the first chunk and to the end of a stream, interleaved."""
+    clients = {name: httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"})
+               for name, (url, key) in targets.items()}
+    first: dict[str, list[float]] = {name: [] for name in targets}
+    done: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        for i in range(n + 10):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                got_first = None
+                with client.stream("POST", "/chat/completions",
+                                   json={**BODY, "stream": True}) as reply:
+                    for line in reply.iter_lines():
+                        if got_first is None and line.startswith("data: {"):
+                            got_first = time.perf_counter() - started
+                ended = time.perf_counter() - started
+                if i >= 10 and got_first is not None:
+                    first[name].append(got_first)
+                    done[name].append(ended)
+    finally:
+        for client in clients.values():
+            client.close()
+    return {name: {"first_chunk_p50_ms": _ms(statistics.median(first[name])),
+                   "done_p50_ms": _ms(statistics.median(done[name]))} for name in targets}
+
+
+async def _throughput(url: str, key: str, concurrency: int, seconds: float,
+                      delay_ms: int = 0) -> float:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60,
+                                 headers={"authorization": f"Bearer {key}"}) as client:
+        count = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal count
+            while time.perf_counter() < deadline:
+                reply = await client.post("/chat/completions", json=BODY,
+                                          headers={"x-upstream-delay-ms": str(delay_ms)})
+                if reply.status_code != 200:
+                    raise RuntimeError(f"HTTP {reply.status_code}")
+                count += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--streams", type=int, default=60)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--model-delay-ms", type=int, default=50,
+                        help="upstream delay of the second throughput run (a model's time)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="zkmeter-bench-gateway-") as tmp:
+        stack = Stack(Path(tmp) / "stack", ["bench-user"])
+        deferred_port = free_port()
+        deferred = Proc("gateway-deferred", [*stack.gateway.args[:-1],
+                                             f"127.0.0.1:{deferred_port}"],
+                        {**stack.gateway.env, "ZKMETER_GATEWAY_RECEIPTS": "deferred",
+                         "ZKMETER_GATEWAY_QUEUE_PATH": str(Path(tmp) / "deferred.sqlite"),
+                         "ZKMETER_GATEWAY_METRICS_BIND": f"127.0.0.1:{free_port()}"},
+                        stack.workdir, deferred_port)
+        stack.start()
+        deferred.start()
+        try:
+            key = stack.caller_keys["bench-user"]
+            targets = {"direct": (stack.upstream_url, stack.upstream_key),
+                       "inline": (stack.gateway_url, key),
+                       "deferred": (f"http://127.0.0.1:{deferred_port}/v1", key)}
+            lat = latency(targets, args.requests)
+            streams = stream_latency(targets, args.streams)
+            rates = {name: round(asyncio.run(_throughput(url, k, args.concurrency,
+                                                         args.seconds)), 1)
+                     for name, (url, k) in targets.items()}
+            slow = {name: round(asyncio.run(_throughput(url, k, args.concurrency, args.seconds,
+                                                        args.model_delay_ms)), 1)
+                    for name, (url, k) in targets.items()}
+        finally:
+            deferred.stop()
+            stack.stop()
+    direct = lat["direct"]
+    result: dict[str, Any] = {
+        "machine": "2 cores shared by client, gateway, upstream and zkmeter serve",
+        "requests": args.requests, "concurrency": args.concurrency, "seconds": args.seconds,
+        "latency_ms": lat, "streams_ms": streams, "throughput_rps": rates,
+        f"throughput_rps_upstream_{args.model_delay_ms}ms": slow}
+    for mode in ("inline", "deferred"):
+        added50 = round(lat[mode]["p50_ms"] - direct["p50_ms"], 3)
+        result[mode] = {
+            "added_p50_ms": added50,
+            "added_p99_ms": round(lat[mode]["p99_ms"] - direct["p99_ms"], 3),
+            "added_first_chunk_p50_ms": round(streams[mode]["first_chunk_p50_ms"]
+                                              - streams["direct"]["first_chunk_p50_ms"], 3),
+            "throughput_vs_direct": round(rates[mode] / rates["direct"], 3),
+            f"throughput_vs_direct_upstream_{args.model_delay_ms}ms": round(
+                slow[mode] / slow["direct"], 3),
+            "goal_p50_added_le_2ms": added50 <= 2.0,
+            "goal_throughput_ge_70pct": rates[mode] / rates["direct"] >= 0.7}
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for mode in ("inline", "deferred"):
+            r = result[mode]
+            print(f"{mode}: added p50 {r['added_p50_ms']} ms, p99 {r['added_p99_ms']} ms, "
+                  f"throughput {rates[mode]} vs {rates['direct']} req/s "
+                  f"({r['throughput_vs_direct']:.0%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

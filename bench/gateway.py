@@ -44,7 +44,8 @@ def _ms(seconds: float) -> float:
 
 def latency(targets: dict[str, tuple[str, str]], n: int) -> dict[str, dict[str, float]]:
     """Sequential requests, interleaved across targets (name -> (base url, key))."""
-    clients = {name: httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"})
+    clients = {name: httpx.Client(base_url=url, timeout=60,
+                                  headers={"authorization": f"Bearer {key}"})
                for name, (url, key) in targets.items()}
     times: dict[str, list[float]] = {name: [] for name in targets}
     try:
@@ -60,13 +61,14 @@ def latency(targets: dict[str, tuple[str, str]], n: int) -> dict[str, dict[str, 
     finally:
         for client in clients.values():
             client.close()
-    return {name: {"p50_ms": _ms(statistics.median(t)), "p99_ms": _ms(_pct(t, 0.99))}
-            for name, t in times.items()}
+    return {name: {"p50_ms": _ms(statistics.median(t)), "p99_ms": _ms(_pct(t, 0.99)),
+                   "max_ms": _ms(max(t))} for name, t in times.items()}
 
 
 def stream_latency(targets: dict[str, tuple[str, str]], n: int) -> dict[str, dict[str, float]]:
     """Time to the first chunk and to the end of a stream, interleaved."""
-    clients = {name: httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"})
+    clients = {name: httpx.Client(base_url=url, timeout=60,
+                                  headers={"authorization": f"Bearer {key}"})
                for name, (url, key) in targets.items()}
     first: dict[str, list[float]] = {name: [] for name in targets}
     done: dict[str, list[float]] = {name: [] for name in targets}

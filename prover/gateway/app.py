@@ -42,7 +42,7 @@ from prover.gateway.counting import (
 )
 from prover.gateway.report import Outcome, Reporter
 from prover.gateway.store import GatewayStore, Report
-from verifier.tokens import Message, TokenCountError
+from verifier.tokens import SUPPORTED_ENCODINGS, Message, TokenCountError, get_encoding
 
 log = logging.getLogger("zkmeter.gateway")
 
@@ -137,7 +137,9 @@ class GatewayApp:
         return self._http
 
     async def startup(self) -> None:
-        """Start the retry loop (queued reports from a previous run go first)."""
+        """Load the tokenizers (seconds each: not on the first request), then start the
+        retry loop (queued reports from a previous run go first)."""
+        await asyncio.to_thread(preload_encodings)
         if self.store.pending:
             log.info("zkmeter gateway: %d queued reports from a previous run",
                      self.store.pending)
@@ -450,6 +452,12 @@ class GatewayApp:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+def preload_encodings() -> None:
+    """Load every shipped encoding once (tiktoken caches them per process)."""
+    for name in SUPPORTED_ENCODINGS:
+        get_encoding(name)
+
 
 async def _read_body(receive: Receive) -> bytes | None:
     parts = []

@@ -28,7 +28,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from verifier.tokens import Message, TokenCounter, count_chat, count_text, get_encoding
+from verifier.tokens import (
+    SUPPORTED_ENCODINGS,
+    Message,
+    TokenCounter,
+    count_chat,
+    count_text,
+    get_encoding,
+)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -76,6 +83,8 @@ class UpstreamApp:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    for name in SUPPORTED_ENCODINGS:  # load the tokenizers before serving
+                        get_encoding(name)
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})

@@ -19,7 +19,7 @@
   non-streamed request, so the receipt rides in the ``zkmeter-receipt`` header; the default)
   or ``deferred`` (reply first, report afterwards; fetch the receipt by request id);
 * ``ZKMETER_GATEWAY_REPORT_TIMEOUT_SECONDS`` (default 2), ``ZKMETER_GATEWAY_RETRY_SECONDS``
-  (first retry delay, doubling to 30 s; default 0.5), ``ZKMETER_GATEWAY_UPSTREAM_TIMEOUT_SECONDS``
+  (first retry delay, doubling to 5 s; default 0.5), ``ZKMETER_GATEWAY_UPSTREAM_TIMEOUT_SECONDS``
   (default 600);
 * ``ZKMETER_GATEWAY_METRICS_BIND``: a separate listener for Prometheus metrics (off by
   default; never on the public port);

@@ -32,7 +32,7 @@ log = logging.getLogger("zkmeter.gateway")
 PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                        grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
                        grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-MAX_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 5.0  # a failed retry costs one fast RPC: keep probing
 RETRY_BATCH = 64
 EPOCHS_SEARCHED = 3  # where an ALREADY_EXISTS key's original receipt is looked for
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from prover.api.grpc_server import hash_api_key, new_api_key
@@ -18,6 +19,7 @@ from prover.ratecard import DEFAULT_RATE_CARD
 
 SEED = "b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfef"
 ZKMETER = [sys.executable, "-m", "prover.cli"]
+WARMUP_USER = "warm-up"
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDING_PRICES = """
 [models."text-embedding-3-small"]
@@ -88,7 +90,7 @@ class Stack:
         self.grpc_port, self.http_port = free_port(), free_port()
         self.upstream_port, self.gateway_port = free_port(), free_port()
         self.metrics_port = free_port()
-        self.caller_keys = {u: new_api_key() for u in users}
+        self.caller_keys = {u: new_api_key() for u in [*users, WARMUP_USER]}
         rate_card = workdir / "ratecard.toml"  # the packaged card and an embedding model
         rate_card.write_text(DEFAULT_RATE_CARD.read_text() + EMBEDDING_PRICES)
         self.serve = Proc("serve", [*ZKMETER, "serve"], {
@@ -130,7 +132,23 @@ class Stack:
         wait_serving(f"127.0.0.1:{self.grpc_port}")
         self.upstream.start()
         self.gateway.start()
+        self.warm_up()
         return self
+
+    def warm_up(self) -> None:
+        """One request end to end, so zkmeter serve has loaded its tokenizer (seconds on a
+        busy machine: longer than the gateway's report timeout) before the tests run."""
+        auth = {"authorization": f"Bearer {self.caller_keys[WARMUP_USER]}"}
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "warm up"}]}
+        reply = httpx.post(f"{self.gateway_url}/chat/completions", json=body, headers=auth,
+                           timeout=60)
+        request_id = reply.headers["x-request-id"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{self.gateway_url}/zkmeter/receipts/{request_id}", headers=auth,
+                        timeout=60).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the warm-up request got no receipt")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for proc in (self.gateway, self.upstream, self.serve):

@@ -65,7 +65,7 @@ def tiktoken_text(text: str) -> int:
     return len(get_encoding("o200k_base").encode_ordinary(text))
 
 
-def fetch_receipt(stack, key: str, request_id: str, timeout: float = 30.0) -> dict:
+def fetch_receipt(stack, key: str, request_id: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         reply = httpx.get(f"{stack.gateway_url}/zkmeter/receipts/{request_id}",

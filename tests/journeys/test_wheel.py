@@ -137,7 +137,7 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     proc = cli("zkmeter", "serve", expect=2)
     assert "ZKMETER_CONTRACT_ADDRESS is not set" in proc.stderr
     key_line = cli("zkmeter", "keys", "api-key").stderr.strip()
-    assert key_line.startswith("ZKMETER_API_KEY_HASHES='[\"sha256:")
+    assert key_line.startswith("ZKMETER_API_KEY_HASHES='{\"sha256:")
 
     for what, (count, mb) in sizes.items():
         print(f"install size: {what}: {count} distributions, {mb:.1f} MB site-packages")

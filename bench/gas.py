@@ -5,15 +5,19 @@ Runs on a fresh anvil node started here (127.0.0.1, random port, ``--hardfork pr
 set beside its **floor**, the least any implementation of the same design must pay:
 
     floor = 21,000 + max(10 * tokens,                      (EIP-7623's calldata floor)
-                         4 * tokens + precompiles + storage + loads + logs + hashing + token)
+                         4 * tokens + precompiles + storage + loads + logs + hashing + token
+                         + transfer) - refunds
 
 where ``tokens`` counts calldata bytes (zero bytes 1, others 4), ``precompiles`` is the gas the
-BN254 and modexp precompiles consumed (a precompile call's gas drop minus its warm access),
+BN254 and modexp precompile calls consumed (each call's gas drop: the precompile's price plus
+the warm access of 100 that EIP-2929 charges for any call),
 ``storage`` the SSTOREs' charges, ``loads`` the SLOADs' charges (each slot the design reads is
 paid once cold), ``logs`` the LOGn charges, ``hashing`` the KECCAK256 charges (the Merkle root
-and leaf hashes cannot be skipped) and ``token`` the gas an ERC-20's own code used inside its
-calls. Everything else in ``gas`` is the contracts' own overhead (dispatch, ABI decoding,
-checks, memory, the call into the verifier); ``ratio = gas / floor``.
+and leaf hashes cannot be skipped), ``token`` the gas an ERC-20's own code used inside its
+calls and ``transfer`` what an ETH payment out costs (value transfer and account access).
+Storage refunds (EIP-3529, at most a fifth of the gas) come off the floor as they come off
+the receipt. Everything else in ``gas`` is the contracts' own overhead (dispatch, ABI
+decoding, checks, memory, the call into the verifier); ``ratio = gas / floor``.
 
 Goals (issue 13): submitEpoch within 10 % of its floor at 16 and 512 leaves;
 challengeRangeProof within 8 %; finalize, deposit, withdraw and the availability answer within
@@ -48,7 +52,6 @@ GOALS = {"submitEpoch_16": 1.10, "submitEpoch_512": 1.10, "challengeRangeProof":
          "finalize": 1.15, "deposit_eth": 1.15, "deposit_erc20": 1.15,
          "completeWithdrawal": 1.15, "withdraw": 1.15, "answerDemand": 1.15}
 PRECOMPILES = range(1, 11)
-WARM_ACCESS = 100
 
 
 def _free_port() -> int:
@@ -91,9 +94,17 @@ def _trace_costs(client: ChainClient, tx_hash: Any, token: int | None) -> dict[s
         [tx_hash.to_0x_hex(), {"disableStack": False, "disableMemory": True,
                                "disableStorage": True}])
     steps = trace["result"]["structLogs"]
-    costs = {"precompiles": 0, "storage": 0, "loads": 0, "logs": 0, "hashing": 0, "token": 0}
+    refund = int(steps[-1].get("refund", 0)) if steps else 0
+    costs = {"precompiles": 0, "storage": 0, "loads": 0, "logs": 0, "hashing": 0, "token": 0,
+             "transfer": 0}
     for i, step in enumerate(steps):
         op = step["op"]
+        if op == "CALL" and step["depth"] == 1 and int(step["stack"][-3], 16) > 0 \
+                and (token is None or int(step["stack"][-2], 16) != token):
+            # an ETH payment out: value transfer and account access (EIP-2929 / 150)
+            j = next(k for k in range(i + 1, len(steps)) if steps[k]["depth"] == 1)
+            costs["transfer"] += int(step["gas"]) - int(steps[j]["gas"])
+            continue
         if token is not None and op in ("CALL", "STATICCALL") and step["depth"] == 1 \
                 and int(step["stack"][-2], 16) == token:
             # the token's code runs at depth 2 until the next depth-1 step
@@ -113,7 +124,8 @@ def _trace_costs(client: ChainClient, tx_hash: Any, token: int | None) -> dict[s
         elif op == "STATICCALL" and i + 1 < len(steps):
             address = int(step["stack"][-2], 16)
             if address in PRECOMPILES and steps[i + 1]["depth"] == step["depth"]:
-                costs["precompiles"] += int(step["gas"]) - int(steps[i + 1]["gas"]) - WARM_ACCESS
+                costs["precompiles"] += int(step["gas"]) - int(steps[i + 1]["gas"])
+    costs["refund"] = refund
     return costs
 
 
@@ -127,7 +139,10 @@ def _figures(client: ChainClient, receipt: Any, traced: bool,
     if traced:
         costs = _trace_costs(client, receipt["transactionHash"],
                              int(token, 16) if token else None)
-        floor = 21_000 + max(10 * tokens, 4 * tokens + sum(costs.values()))
+        refund = costs.pop("refund")
+        executed = 21_000 + 4 * tokens + sum(costs.values())
+        floor = max(21_000 + 10 * tokens, executed - min(refund, executed // 5))
+        costs["refund"] = refund
         out.update(costs)
         out["floor"] = floor
         out["ratio"] = round(out["gas"] / floor, 3)

@@ -4,8 +4,10 @@
 2. make a provider key, deploy the contracts (in-process py-evm, or ``--rpc`` e.g. anvil),
    register the provider with a bond and fund its escrow from a payer account;
 3. make N users with X25519 keys, registered over gRPC;
-4. send M requests through the gRPC client: chat text counted with tiktoken and reported
-   counts with hidden reasoning tokens, unary and streamed, some of them retried;
+4. send M requests: the chat requests over HTTP through ``zkmeter gateway`` in front of the
+   local OpenAI-compatible upstream (half streamed; the receipts come back in the header or
+   the SSE comment), the reported counts with hidden reasoning tokens through the gRPC
+   client, unary and streamed, some of them retried;
 5. close the epoch over gRPC (with a progress bar) and fetch the bundle and the sealed
    openings over HTTP;
 6. submit the epoch on-chain; run ``zkmeter-verify bundle``, ``me`` for every user and
@@ -144,16 +146,11 @@ def _requests(users: list[User], count: int, rng: random.Random) -> list[tuple[U
     for i in range(count):
         user = users[i % len(users)]
         if i % 2 == 0:
-            topic = rng.choice(TOPICS)
-            messages = [("system", "You are a helpful assistant."),
-                        ("user", f"Please tell me about {topic}. Request {i}.")]
-            completion = f"Here is a short note on {topic}: " + " ".join(
-                rng.choice(["sure", "indeed", "note", "that", "tokens", "count"])
-                for _ in range(rng.randint(5, 60)))
-            request = usage_request(idempotency_key=f"demo-{i}", user_id=user.name,
-                                    model=MODEL_TEXT, messages=messages, completion=completion)
-            text = {"messages": [{"role": r, "content": c} for r, c in messages],
-                    "completion": completion}
+            topic = rng.choice(TOPICS)  # through the OpenAI-compatible gateway
+            request = None
+            text = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                                 {"role": "user",
+                                  "content": f"Please tell me about {topic}. Request {i}."}]}
         else:
             request = usage_request(idempotency_key=f"demo-{i}", user_id=user.name,
                                     model=MODEL_REASONING, input_tokens=rng.randint(50, 4000),
@@ -162,7 +159,7 @@ def _requests(users: list[User], count: int, rng: random.Random) -> list[tuple[U
                                     reasoning_tokens=rng.randint(0, 3000))
             text = None
         out.append((user, request, text))
-        if i % 7 == 3:  # a gateway retry: same key, same payload
+        if i % 7 == 3 and request is not None:  # a gRPC retry: same key, same payload
             out.append((user, request, None))
     return out
 
@@ -251,9 +248,13 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
             with timer.phase("register_users"):
                 for person in people:
                     zk.register_user_key(person.name, bytes(person.key.public_key))
-            plan = _requests(people, requests, rng)
+            everything = _requests(people, requests, rng)
+            plan = [item for item in everything if item[1] is not None]
             replayed = 0
             with timer.phase("ingest"):
+                via_gateway = _through_gateway(
+                    [item for item in everything if item[1] is None], out=out,
+                    target=f"127.0.0.1:{ep.grpc_port}", api_key=api_key, people=people)
                 half = len(plan) // 2
                 for person, request, text in plan[:half]:
                     response = zk.meter.RecordUsage(request, metadata=(
@@ -267,8 +268,10 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
                     replayed += response.replayed
                     _keep(person, response, text)
             epoch_id = zk.current_epoch().epoch_id
-            console.print(f"ingested {len(plan)} requests ({replayed} retries answered with "
-                          f"their original receipts) for {users} users in epoch {epoch_id}")
+            console.print(f"ingested {len(plan) + via_gateway} requests ({via_gateway} chat "
+                          f"requests through zkmeter gateway, {replayed} gRPC retries answered "
+                          f"with their original receipts) for {users} users in epoch "
+                          f"{epoch_id}")
 
             with timer.phase("close"):
                 _close_with_progress(zk, epoch_id, console)
@@ -291,7 +294,8 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
             for k in tokens:
                 tokens[k] += receipt["tokens"][k]
     summary.update({
-        "users": users, "requests_sent": len(plan), "retries": replayed,
+        "users": users, "requests_sent": len(plan) + via_gateway, "retries": replayed,
+        "through_gateway": via_gateway,
         "receipts": sum(len(p.receipts) for p in people), "tokens": tokens,
         "gas": gas, "seconds": timer.phases, "artifacts": str(out),
         "chain": {"chain_id": chain.chain_id, "settlement": deployment.settlement,
@@ -299,6 +303,74 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
     })
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _through_gateway(items: list[tuple[User, Any, Any]], *, out: Path, target: str,
+                     api_key: str, people: list[User]) -> int:
+    """Send chat requests with an OpenAI-style HTTP client through ``zkmeter gateway`` in front
+    of the local upstream, half streamed; each user keeps the receipt (header, or the SSE
+    comment) and the text it received."""
+    from prover.gateway.app import RECEIPT_COMMENT, decode_receipt_header
+    from prover.gateway.local import LocalGateway
+
+    gateway = LocalGateway(zkmeter_target=target, zkmeter_api_key=api_key,
+                           users=[p.name for p in people], workdir=out)
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=60) as http:
+            for n, (person, _, text) in enumerate(items):
+                auth = {"authorization": f"Bearer {gateway.caller_keys[person.name]}"}
+                body = {"model": MODEL_TEXT, "messages": text["messages"]}
+                if n % 2:
+                    completion, receipt, request_id = _streamed(http, body, auth,
+                                                                RECEIPT_COMMENT.decode())
+                else:
+                    reply = http.post("/chat/completions", json=body, headers=auth)
+                    if reply.status_code != 200:
+                        raise DemoError(f"gateway: HTTP {reply.status_code}")
+                    completion = reply.json()["choices"][0]["message"]["content"]
+                    receipt = reply.headers.get("zkmeter-receipt", "")
+                    request_id = reply.headers["x-request-id"]
+                kept = (decode_receipt_header(receipt) if receipt else
+                        _fetch_receipt(http, auth, request_id))
+                person.receipts[kept["seq"]] = kept
+                person.texts.append({"seq": kept["seq"], **text, "completion": completion})
+    finally:
+        gateway.stop()
+    return len(items)
+
+
+def _fetch_receipt(http: httpx.Client, auth: dict[str, str], request_id: str
+                   ) -> dict[str, Any]:
+    """A receipt that was still pending when the reply went out, by request id."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        reply = http.get(f"/zkmeter/receipts/{request_id}", headers=auth)
+        if reply.status_code == 200:
+            receipt: dict[str, Any] = reply.json()["receipt"]
+            return receipt
+        if reply.status_code != 202:
+            raise DemoError(f"gateway: no receipt for {request_id} (HTTP {reply.status_code})")
+        time.sleep(0.1)
+    raise DemoError(f"gateway: the receipt of {request_id} stayed pending")
+
+
+def _streamed(http: httpx.Client, body: dict[str, Any], auth: dict[str, str],
+              comment: str) -> tuple[str, str, str]:
+    """A streamed chat request: the content received, the receipt before [DONE] (or "" if
+    it was still pending) and the request id."""
+    parts, receipt = [], ""
+    with http.stream("POST", "/chat/completions", json={**body, "stream": True},
+                     headers=auth) as reply:
+        if reply.status_code != 200:
+            raise DemoError(f"gateway: HTTP {reply.status_code}")
+        request_id = reply.headers["x-request-id"]
+        for line in reply.iter_lines():
+            if line.startswith(comment):
+                receipt = line[len(comment):]
+            elif line.startswith("data: {"):
+                for choice in json.loads(line[6:]).get("choices", ()):
+                    parts.append(choice["delta"].get("content") or "")
+    return "".join(parts), receipt, request_id
 
 
 def _close_with_progress(zk: Client, epoch_id: int, console: Console) -> None:

@@ -24,6 +24,7 @@ def test_demo_settles_and_every_user_verifies(tmp_path):
     assert summary["retries"] >= 1 and summary["receipts"] == summary["requests_sent"] - \
         summary["retries"]
     assert summary["tokens"]["reasoning"] > 0 and summary["tokens"]["input"] > 0
+    assert summary["through_gateway"] == 6  # the chat half went through zkmeter gateway
     out = tmp_path / "demo"
     verification = json.loads((out / "verification.json").read_text())
     assert {"bundle", "audit", "me user-01", "me user-02", "me user-03"} <= set(verification)

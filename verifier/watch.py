@@ -7,9 +7,11 @@ events, optionally one account only) and, per epoch:
 1. fetches its bundle from ``bundle_source`` (a path or URL template with ``{account}`` and
    ``{epoch}``); a bundle that is missing, unreadable or does not match the on-chain record
    (root, total, leaf count) counts as **withheld**;
-2. withheld: demands the data of leaves nobody demanded yet, lowest index first, until this
-   settler has ``max_demands`` demands on the epoch (each risks the demand bond: an answer
-   pays it to the answerer); the chain's DataDemanded events are its memory;
+2. withheld: demands the data of random leaves nobody demanded yet, until this settler has
+   ``max_demands`` demands on the epoch (each risks the demand bond: an answer pays it to
+   the answerer); the chain's DataDemanded events are its memory. Sampling finds one bad leaf
+   among N with probability k/N for k demands: a provider that withholds the bundle and
+   answers every demand is caught only by demanding every leaf (docs/contracts.md);
 3. available: batch-verifies every range proof under the epoch's context; the first bad leaf
    is **challenged** (commit, then reveal);
 4. every answered demand: reads the answer back from the chain, verifies its proof and
@@ -22,6 +24,7 @@ Every action is returned as an :class:`Action` (and printed as a JSON line by th
 watcher never guesses: an epoch is left alone when its bundle verifies.
 """
 
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ from verifier.bundle import BundleFormatError, failing_proofs, parse_bundle
 from verifier.chain import DemandStatus, EpochRecord, EpochStatus
 from verifier.chain_client import ChainClient, SettlementError
 from verifier.sources import InputError, read_source
+
+_RANDOM = secrets.SystemRandom()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +141,16 @@ def _watch_epoch(client: ChainClient, account_id: bytes, epoch_id: int, *,
     if now < record.ready_at:
         bundle = _fetch(bundle_source, account_id, epoch_id, record)
         if bundle is None:
+            # random leaves: a provider that answers only what is demanded cannot know in
+            # advance where to hide a bad leaf (lowest-first would tell it: put it last)
             candidates = [i for i in range(record.leaf_count) if i not in demanded]
             budget = max(0, max_demands - mine)
-            for index in candidates[:budget]:
+            for index in sorted(_RANDOM.sample(candidates, min(budget, len(candidates)))):
                 yield _try(partial(client.demand_data, account_id, epoch_id, index),
                            Action("demand", account_id, epoch_id,
                                   "bundle withheld or not matching the chain", index),
                            account_id, epoch_id, index)
-            if not candidates[:budget]:
+            if not candidates or budget == 0:
                 yield Action("withheld", account_id, epoch_id,
                              f"bundle withheld; {len(demanded)} demand(s) out")
             return

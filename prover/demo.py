@@ -54,6 +54,7 @@ from prover.app import Services, build_services
 from prover.chain import ChainClient, LeafInput, bundle_path
 from prover.config import Settings
 from verifier.bundle import Bundle, Leaf, parse_bundle, sign_bundle
+from verifier.keys import write_secret_file
 from verifier.opening import OpeningError, unseal
 from verifier.receipts import decode_receipt
 from zkmeter.client import Client, usage_request
@@ -415,7 +416,7 @@ def _find_openings(people: list[User], openings: dict[str, str], epoch_id: int,
             folder = out / person.name
             folder.mkdir(exist_ok=True)
             (folder / "opening.hex").write_text(sealed_hex)
-            (folder / "secret.key").write_bytes(bytes(person.key))
+            write_secret_file(folder / "secret.key", bytes(person.key))  # mode 0600
             (folder / "receipts.json").write_text(json.dumps(
                 [person.receipts[s] for s in sorted(person.receipts)]))
             (folder / "texts.json").write_text(json.dumps(person.texts))

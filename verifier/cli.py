@@ -416,6 +416,17 @@ def _watch(rpc: str, contract: str, bundle: str | None, account_id: str | None,
         return
 
 
+def _settler_commands() -> None:
+    """The settler's chain commands (verifier/cli_chain.py), as zkmeter-verify subcommands."""
+    from verifier.cli_chain import SETTLER_COMMANDS
+
+    for name, command in SETTLER_COMMANDS.items():
+        app.command(name)(command)
+
+
+_settler_commands()
+
+
 def main() -> None:
     """Console entry point."""
     use_packaged_artifacts()

@@ -32,6 +32,8 @@ def test_demo_settles_and_every_user_verifies(tmp_path):
     bundle = json.loads((out / "bundle.json").read_text())
     assert bundle["total"]["value"] == summary["total_units"]
     assert json.loads((out / "summary.json").read_text())["outcome"] == "settled"
+    for user in ("user-01", "user-02", "user-03"):  # users' secret keys: owner-only
+        assert (out / user / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_demo_bad_proof_is_caught_and_slashed(tmp_path):

@@ -130,3 +130,28 @@ def anvil():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def rpc(url: str, method: str, params=()):
+    """One JSON-RPC call (anvil's accounts, its dev clock)."""
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": list(params)}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["result"]
+
+
+def chain_bundle(*, chain_id: int, contract: str, epoch_id: int, totals: dict[str, int],
+                 signing_key: SigningKey):
+    """A real closed epoch's bundle bound to ``contract`` (prover.epoch.close)."""
+    from circuits.transcript import RangeProofContext
+    from prover.epoch.close import EpochInputs, MemoryLeafStore, close_epoch
+
+    ctx = RangeProofContext(chain_id=chain_id, contract=bytes.fromhex(contract[2:]),
+                            provider_id=bytes(signing_key.verify_key), epoch_id=epoch_id)
+    inputs = EpochInputs(ctx=ctx, window_start=1_700_000_000, window_end=1_700_003_600,
+                         rate_card_hash=bytes(32), bit_size=32, totals=totals, min_leaves=4)
+    return close_epoch(inputs, secret=b"journey test master secret, 32+ bytes",
+                       signing_key=signing_key, store=MemoryLeafStore()).bundle

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.journeys.conftest import free_port
+from tests.journeys.conftest import free_port, rpc
 from zkmeter.client import Client, receipt_json
 
 pytestmark = pytest.mark.slow
@@ -45,14 +45,6 @@ class Shell:
 
     def json(self, *args, expect=0, label=None) -> dict:
         return json.loads(self(*args, "--json", expect=expect, label=label).stdout)
-
-
-def rpc(url: str, method: str, params=()):
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                       "params": list(params)}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["result"]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -161,18 +153,18 @@ def test_every_role_follows_the_readme(tmp_path, anvil):
         assert out["ok"], out
 
         # settler: too early, said with the date and "in N s"
-        early = sh("zkmeter", "chain", "finalize", "--account-id", account_id, "--epoch",
-                   epoch, "--from", settler, expect=1, label="zkmeter chain finalize (early)")
+        early = sh("zkmeter-verify", "finalize", "--account-id", account_id, "--epoch",
+                   epoch, "--from", settler, expect=1, label="zkmeter-verify finalize (early)")
         assert "cannot be finalized yet" in early.stderr and " UTC (in " in early.stderr
         # settler demands a leaf's data; the operator answers from the bundle
-        demanded = sh.json("zkmeter", "chain", "demand", "--account-id", account_id,
+        demanded = sh.json("zkmeter-verify", "demand", "--account-id", account_id,
                            "--epoch", epoch, "--leaf", 0, "--from", settler)
         assert demanded["demand"]["status"] == "open"
         sh.json("zkmeter", "chain", "answer", "--bundle", bundle, "--leaf", 0,
                 "--account-id", account_id)
         rpc(anvil, "evm_increaseTime", [3_601 * 2])  # a dev chain: time passes
         rpc(anvil, "evm_mine")
-        done = sh.json("zkmeter", "chain", "finalize", "--account-id", account_id, "--epoch",
+        done = sh.json("zkmeter-verify", "finalize", "--account-id", account_id, "--epoch",
                        epoch, "--from", settler)
         assert done["epoch"]["status"] == "finalized"
 

@@ -5,7 +5,8 @@ in three steps (base, then ``[chain]``, then ``[server]``), and after each step 
 commands that install must serve, as real subprocesses: the base install runs every verifier
 command (bundle, audit, me, receipt) and names the missing extra for the others; ``[chain]``
 deploys from the packaged artifacts on anvil and checks a bundle against the chain; ``[server]``
-starts up far enough to refuse the unset contract. Each step's size (packages, MB) is printed
+starts up far enough to refuse the unset contract. The settler's commands run from
+``zkmeter-verify`` with only ``[chain]``. Each step's size (packages, MB) is printed
 (run with ``-s`` to see it).
 """
 
@@ -18,6 +19,9 @@ import venv
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
+
+from tests.journeys.conftest import chain_bundle, rpc
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -107,6 +111,8 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     for args, extra in [(("zkmeter-verify", "chain", "--rpc-url", anvil, "--contract",
                           "0x" + "11" * 20, "--epoch", "1", "--bundle", f.bundle), "chain"),
                         (("zkmeter", "chain", "deploy"), "chain"),
+                        (("zkmeter-verify", "finalize", "--contract", "0x" + "11" * 20,
+                          "--account-id", "0x" + "22" * 32, "--epoch", "1"), "chain"),
                         (("zkmeter", "serve"), "server"),
                         (("zkmeter", "epoch", "close"), "server")]:
         proc = cli(*args, expect=2)
@@ -128,6 +134,42 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     checks = {c["name"]: c for c in out["checks"]}
     assert checks["contract_code"]["ok"] is True
     assert checks["chain_context"]["ok"] is False
+    # every settler command (and what a provider and payer need first), from this install
+    contract = ["--rpc-url", anvil, "--contract", deployed["settlement"]]
+    _, payer, settler = rpc(anvil, "eth_accounts")[:3]
+    key = SigningKey(b"journey wheel test provider key!")
+    pid = json.loads(cli("zkmeter", "chain", "register", *contract, "--unit-price", "1000",
+                         "--signing-key", bytes(key.verify_key).hex(),
+                         "--json").stdout)["provider_id"]
+    aid = json.loads(cli("zkmeter", "chain", "open-account", *contract, "--provider-id", pid,
+                         "--from", payer, "--json").stdout)["account_id"]
+    cli("zkmeter", "chain", "deposit", *contract, "--account-id", aid, "--amount", str(10**18),
+        "--from", payer)
+    bundle = chain_bundle(chain_id=31337, contract=deployed["settlement"], epoch_id=1,
+                          totals={"alice": 1_200, "bob": 34_000}, signing_key=key)
+    path = work / "bundle.json"
+    path.write_text(bundle.dumps())
+    cli("zkmeter", "chain", "submit", *contract, "--bundle", path, "--account-id", aid)
+    settle = [*contract, "--account-id", aid, "--epoch", "1", "--from", settler]
+    # the settler's side from zkmeter-verify (the same commands as zkmeter chain's)
+    early = cli("zkmeter-verify", "finalize", *settle, expect=1)
+    assert "cannot be finalized yet" in early.stderr and " UTC (in " in early.stderr
+    cli("zkmeter-verify", "demand", *settle, "--leaf", "1")
+    cli("zkmeter", "chain", "answer", *contract, "--bundle", path, "--leaf", "1",
+        "--account-id", aid)
+    out = json.loads(cli("zkmeter-verify", "chain", "--rpc-url", anvil, "--contract",
+                         deployed["settlement"], "--epoch", "1", "--bundle", path,
+                         "--account-id", aid, "--json").stdout)
+    assert out["ok"], out
+    rpc(anvil, "evm_increaseTime", [7_300])
+    rpc(anvil, "evm_mine")
+    done = json.loads(cli("zkmeter-verify", "finalize", *settle, "--json").stdout)
+    assert done["epoch"]["status"] == "finalized"
+    nothing = cli("zkmeter-verify", "withdraw", *contract, "--from", settler, expect=1)
+    assert "has nothing to withdraw" in nothing.stderr
+    status = json.loads(cli("zkmeter-verify", "chain-status", *contract, "--provider-id", pid,
+                            "--account-id", aid, "--json").stdout)
+    assert status["provider"]["earnings_eth"] == 35_200 * 1000
 
     # --- [server]: the operator's server starts up and refuses the unset contract ------
     install(f"{wheel}[server]")

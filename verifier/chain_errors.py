@@ -33,12 +33,12 @@ class ChainClock:
     wall_time: int
 
     def when(self, timestamp: int) -> str:
-        """A timestamp as a date and its distance from the latest block."""
-        date = datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime(
-            "%Y-%m-%d %H:%M:%S UTC")
+        """A timestamp as a date and its distance from the latest block (whose time is
+        given too)."""
         delta = timestamp - self.latest_block_time
         rel = f"in {delta} s" if delta > 0 else ("now" if delta == 0 else f"{-delta} s ago")
-        return f"{date} ({rel}, by the chain's latest block)"
+        return (f"{_date(timestamp)} ({rel}; the chain's latest block is at "
+                f"{_date(self.latest_block_time)})")
 
     def note(self) -> str:
         """A remark when the latest block is old: the chain's clock is stuck until a block."""
@@ -48,6 +48,11 @@ class ChainClock:
         return (f" The latest block is {age} s old: this node has mined no block since (a dev "
                 f"node mines only on transactions), so the chain's time moves only when a "
                 f"block is mined.")
+
+
+def _date(timestamp: int) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def _short(value: Any) -> str:
@@ -66,9 +71,7 @@ Sentence = Callable[[Mapping[str, Any], "ChainClock | None"], str]
 def _t(clock: "ChainClock | None", timestamp: Any) -> str:
     if not isinstance(timestamp, int):
         return str(timestamp)
-    if clock is None:
-        return ChainClock(timestamp, timestamp).when(timestamp).split(" (")[0]
-    return clock.when(timestamp)
+    return _date(timestamp) if clock is None else clock.when(timestamp)
 
 
 def _e(a: Mapping[str, Any]) -> str:

@@ -52,7 +52,8 @@ def test_a_time_reads_as_a_date_and_in_n_seconds_with_the_stale_block_note():
     clock = ChainClock(latest_block_time=1_700_000_000, wall_time=1_700_000_500)
     text = explain("EpochNotFinalizable", [bytes(32), 7, 1_700_003_600], names, clock)
     assert "Epoch 7 of account" in text
-    assert "2023-11-14 23:13:20 UTC (in 3600 s" in text
+    assert "2023-11-14 23:13:20 UTC (in 3600 s; the chain's latest block is at " \
+        "2023-11-14 22:13:20 UTC)" in text
     assert "latest block is 500 s old" in text and "mined no block since" in text
     fresh = explain("EpochNotFinalizable", [bytes(32), 7, 1_700_003_600], names,
                     ChainClock(1_700_000_000, 1_700_000_002))

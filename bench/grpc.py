@@ -56,42 +56,55 @@ def encoded_requests(client_id: int, count: int, with_text: bool, tag: str) -> l
 
 
 async def _drive(target: str, api_key: str, requests: list[bytes], mode: str,
-                 inflight: int, ready: Callable[[], None]) -> int:
-    """Send every request; the number of responses that carry a receipt."""
+                 inflight: int, connections: int, ready: Callable[[], None]) -> int:
+    """Send every request; the number of responses that carry a receipt. ``connections``
+    TCP connections (a local subchannel pool each): the unary lanes and the streams (one per
+    connection) are spread over them."""
     metadata = (("authorization", f"Bearer {api_key}"),)
-    async with grpc.aio.insecure_channel(target) as channel:
-        await channel.channel_ready()
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool",
+                                                            1)]) for _ in range(connections)]
+    try:
+        for channel in channels:
+            await channel.channel_ready()
         ready()
         if mode == "stream":
-            call = channel.stream_stream(STREAM)(iter(requests), metadata=metadata,
-                                                 timeout=1800)
-            return sum([bytes(r[:1]) == RECEIPT_TAG async for r in call])
-        unary = channel.unary_unary(UNARY)
+            async def stream(channel: grpc.aio.Channel, part: list[bytes]) -> int:
+                call = channel.stream_stream(STREAM)(iter(part), metadata=metadata,
+                                                     timeout=1800)
+                return sum([bytes(r[:1]) == RECEIPT_TAG async for r in call])
+
+            return sum(await asyncio.gather(*(stream(c, requests[k::connections])
+                                              for k, c in enumerate(channels))))
+        unaries = [channel.unary_unary(UNARY) for channel in channels]
         ok = 0
 
-        async def lane(part: list[bytes]) -> None:
+        async def lane(k: int) -> None:
             nonlocal ok
-            for request in part:
+            unary = unaries[k % connections]
+            for request in requests[k::inflight]:
                 response = await unary(request, metadata=metadata, timeout=600)
                 ok += response[:1] == RECEIPT_TAG
-        await asyncio.gather(*(lane(requests[k::inflight]) for k in range(inflight)))
+        await asyncio.gather(*(lane(k) for k in range(inflight)))
         return ok
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
-def _client(args: tuple[str, str, list[bytes], str, int, Any]) -> int:
-    target, api_key, requests, mode, inflight, barrier = args
-    return asyncio.run(_drive(target, api_key, requests, mode, inflight,
+def _client(args: tuple[str, str, list[bytes], str, int, int, Any]) -> int:
+    target, api_key, requests, mode, inflight, connections, barrier = args
+    return asyncio.run(_drive(target, api_key, requests, mode, inflight, connections,
                               lambda: barrier.wait(120)))
 
 
 def run_load(target: str, api_key: str, loads: list[list[bytes]], *, mode: str,
-             inflight: int) -> dict[str, Any]:
+             inflight: int, connections: int = 1) -> dict[str, Any]:
     """One client process per entry of ``loads``, all started together; the throughput."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ctx.Pool(len(loads)) as pool:
         barrier = manager.Barrier(len(loads) + 1)
-        jobs = pool.map_async(_client, [(target, api_key, load, mode, inflight, barrier)
-                                        for load in loads])
+        jobs = pool.map_async(_client, [(target, api_key, load, mode, inflight, connections,
+                                         barrier) for load in loads])
         barrier.wait(120)
         start = time.perf_counter()
         ok = sum(jobs.get(timeout=1800))
@@ -229,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unary", type=int, default=2000, help="unary calls per client")
     parser.add_argument("--stream", type=int, default=10000, help="stream events per client")
     parser.add_argument("--inflight", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=1,
+                        help="TCP connections per client (more spread load over --workers)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--target", default=None,
                         help="measure an already running zkmeter serve (ZKMETER_BENCH_API_KEY) "
@@ -284,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                 loads = [encoded_requests(c, n, with_text, tag) for c in range(args.clients)]
                 echo.response = sample_response(
                     target, key, encoded_requests(999, 1, with_text, tag + "-sample")[0])
-                bare = run_load(echo.target, key, loads, mode=mode, inflight=args.inflight)
+                bare = run_load(echo.target, key, loads, mode=mode, inflight=args.inflight,
+                                connections=args.connections)
                 spy = start_profiler(args.profile, name) if args.profile else None
-                real = run_load(target, key, loads, mode=mode, inflight=args.inflight)
+                real = run_load(target, key, loads, mode=mode, inflight=args.inflight,
+                                connections=args.connections)
                 profile = stop_profiler(spy, real["events"]) if spy else None
                 ratio = real["per_second"] / bare["per_second"]
                 entry: dict[str, Any] = {

@@ -12,7 +12,7 @@ import json
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from nacl.signing import SigningKey
@@ -154,19 +154,31 @@ def epoch_status(epoch_id: Annotated[int, typer.Argument(help="Epoch id.")],
     print(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 
+WorkersOption = Annotated[int, typer.Option(
+    "--workers", min=1, help="Server processes sharing the gRPC port (SO_REUSEPORT), each with "
+                             "its own ingest batcher; more than 1 needs PostgreSQL. Only the "
+                             "first serves HTTP.")]
+
+
 @app.command("serve")
-def serve(dev: DevFlag = False) -> None:
+def serve(dev: DevFlag = False, workers: WorkersOption = 1) -> None:
     """Run the gRPC API (gateways, operators) and the HTTP read API until SIGTERM/SIGINT.
 
     Refuses to start (exit 2, one line) on a bad setting, an unset settlement contract
     (unless --dev), a database it cannot open or a listen address in use. Logs at start the
     provider id, the chain and contract epochs settle on, the database (without password) and
     the listen addresses."""
-    import asyncio
     import logging
 
-    from prover.startup import describe_error, startup_lines
+    from prover.startup import startup_lines
 
+    if workers > 1:
+        settings = _settings("zkmeter serve")
+        if not settings.database_url.get_secret_value().startswith("postgresql"):
+            fail_startup("--workers > 1 needs PostgreSQL (ZKMETER_DATABASE_URL="
+                         "postgresql+psycopg://...): SQLite has a single writer")
+        if settings.grpc_bind.endswith(":0"):
+            fail_startup("--workers > 1 needs a fixed gRPC port (ZKMETER_GRPC_BIND), not :0")
     services = _services("zkmeter serve", dev=dev, binds=True)
     # after start-up: a failed start is one line, not the migrations' log
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -177,10 +189,21 @@ def serve(dev: DevFlag = False) -> None:
         log.warning("zkmeter: --dev: epochs are bound to chain %d and contract %s and can "
                     "never settle", services.settings.chain_id,
                     services.settings.contract_address)
+    if workers == 1:
+        _serve_one(services, 0, 1)
+        return
+    services.close()  # checked and migrated; every worker opens its own
+    raise typer.Exit(_serve_workers(workers))
+
+
+def _serve_one(services: "Services", worker: int, workers: int) -> None:
+    import asyncio
+
     from prover.api.serve import serve as run
+    from prover.startup import describe_error
 
     try:
-        asyncio.run(run(services))
+        asyncio.run(run(services, worker=worker, workers=workers))
     except (MeteringError, OSError) as exc:
         message = describe_error(exc, services.settings) or str(exc)
         fail_startup(f"cannot serve: {message}")
@@ -188,6 +211,49 @@ def serve(dev: DevFlag = False) -> None:
         fail_startup(f"cannot serve: the HTTP server did not start (exit {exc.code})")
     finally:
         services.close()
+
+
+def _worker_main(worker: int, workers: int) -> None:
+    """One ``--workers`` process: its own services (engine, meter, batcher) and servers."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        _serve_one(_services("zkmeter serve", dev=True), worker, workers)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def _serve_workers(workers: int) -> int:
+    """Start ``workers`` processes, forward SIGTERM/SIGINT to them; when one ends, stop the
+    others. Exit code: the first non-zero one of the workers, else 0."""
+    import multiprocessing
+    import signal
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(k, workers), name=f"zkmeter-worker-{k}")
+             for k in range(workers)]
+
+    signalled: set[int] = set()
+
+    def stop_all(*_args: Any) -> None:
+        for k, proc in enumerate(procs):
+            if proc.pid is not None and proc.exitcode is None and k not in signalled:
+                signalled.add(k)  # once: a second SIGTERM could hit a worker whose loop
+                proc.terminate()  # has already closed (SIGTERM: each worker drains)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_all)
+    for proc in procs:
+        proc.start()
+    wait([proc.sentinel for proc in procs])
+    stop_all()
+    codes = []
+    for proc in procs:
+        proc.join()
+        codes.append(proc.exitcode or 0)
+    return next((abs(code) for code in codes if code), 0)
 
 
 @app.command("gateway")

@@ -716,17 +716,20 @@ async def create_server(
     max_message_bytes: int = 4 * 1024 * 1024,
     tls: TlsFiles | None = None,
     writers: int = 1,
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Build, bind and start the gRPC server (``bind`` may end in ``:0`` for a free port).
 
     ``writers``: concurrent ledger transactions for ingest (1 suits SQLite's single writer;
-    PostgreSQL takes more)."""
+    PostgreSQL takes more). ``reuse_port``: bind with SO_REUSEPORT, so several server
+    processes share the port (``zkmeter serve --workers``); off by default, so a port in use
+    is an error rather than a silently shared listener."""
     server = grpc.aio.server(
         # the API key is checked first, so an unauthenticated caller learns nothing more
         interceptors=[ApiKeyInterceptor(api_key_hashes), UndecodableRequestInterceptor()],
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     meter = MeterServicer(services, writers=writers)
     meter_pb2_grpc.add_MeterServiceServicer_to_server(meter, server)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from prover.api.grpc_server import TlsFiles, create_server
+from prover.api.grpc_server import RunningServer, TlsFiles, create_server
 from prover.api.http import create_http_app
 from prover.api.http_server import uvicorn_config
 from prover.app import Services
@@ -56,8 +56,13 @@ def ingest_writers(settings: Settings) -> int:
 
 
 async def serve(services: Services, *, stop: asyncio.Event | None = None,
-                started: "asyncio.Future[Endpoints] | None" = None) -> None:
-    """Run both servers until ``stop`` is set (or a signal arrives), then drain."""
+                started: "asyncio.Future[Endpoints] | None" = None,
+                worker: int = 0, workers: int = 1) -> None:
+    """Run both servers until ``stop`` is set (or a signal arrives), then drain.
+
+    As worker ``worker`` of ``workers`` > 1 (``zkmeter serve --workers``) the gRPC port is
+    bound with SO_REUSEPORT, shared with the other workers (the kernel spreads connections
+    over them), and only worker 0 runs the HTTP server."""
     settings = services.settings
     if not settings.api_key_hashes:
         log.warning("zkmeter: no API keys configured (ZKMETER_API_KEY_HASHES); every gRPC "
@@ -73,7 +78,11 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
                                   api_key_hashes=settings.api_key_hashes,
                                   max_message_bytes=settings.max_message_bytes,
                                   tls=tls_files(settings),
-                                  writers=ingest_writers(settings))
+                                  writers=ingest_writers(settings),
+                                  reuse_port=workers > 1)
+    if worker > 0:
+        await _serve_grpc_only(running, stop, worker, workers, settings.shutdown_grace_seconds)
+        return
     host, port = split_bind(settings.http_bind)
     config = uvicorn_config(create_http_app(services), host=host, port=port,
                             header_timeout=settings.http_header_timeout_seconds,
@@ -88,8 +97,8 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
         raise OSError(f"the HTTP server could not start on {settings.http_bind}")
     bound_port = http.servers[0].sockets[0].getsockname()[1] if http.servers else port
     endpoints = Endpoints(running.port, host, bound_port)
-    log.info("zkmeter serving gRPC on port %d and HTTP on %s:%d", endpoints.grpc_port, host,
-             bound_port)
+    log.info("zkmeter serving gRPC on port %d and HTTP on %s:%d%s", endpoints.grpc_port, host,
+             bound_port, f" (worker 0 of {workers})" if workers > 1 else "")
     if started is not None:
         started.set_result(endpoints)
     # uvicorn handles SIGINT/SIGTERM itself while it serves (then re-raises them): either
@@ -101,3 +110,11 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
     await running.stop(settings.shutdown_grace_seconds)
     http.should_exit = True
     await http_task
+
+
+async def _serve_grpc_only(running: RunningServer, stop: asyncio.Event, worker: int,
+                           workers: int, grace: float) -> None:
+    log.info("zkmeter serving gRPC on port %d (worker %d of %d)", running.port, worker, workers)
+    await stop.wait()
+    log.info("zkmeter: worker %d draining (grace %.1f s)", worker, grace)
+    await running.stop(grace)

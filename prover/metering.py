@@ -21,6 +21,7 @@ fingerprint), not to logs, not into any error message, and the request's repr hi
 
 import logging
 import multiprocessing
+import re
 import secrets
 import struct
 from collections.abc import Callable, Sequence
@@ -123,7 +124,7 @@ def check_identifier(value: Any, name: str, max_bytes: int) -> bytes:
         raise InvalidRequestError(f"{name} is not valid UTF-8 text") from None
     if not 1 <= len(raw) <= max_bytes:
         raise InvalidRequestError(f"{name} must be 1..{max_bytes} bytes")
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
+    if _CONTROL.search(value):
         raise InvalidRequestError(f"{name} must not contain control characters (such as NUL)")
     if not value.strip():
         raise InvalidRequestError(f"{name} must not be whitespace only")
@@ -131,6 +132,8 @@ def check_identifier(value: Any, name: str, max_bytes: int) -> bytes:
 
 
 _check_str = check_identifier
+# One C-level scan instead of a Python loop per character (it was ~5 % of a streamed event).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_count(value: Any, name: str) -> int:

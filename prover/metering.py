@@ -21,6 +21,7 @@ fingerprint), not to logs, not into any error message, and the request's repr hi
 
 import logging
 import multiprocessing
+import os
 import re
 import secrets
 import struct
@@ -44,6 +45,7 @@ from prover.errors import (
 from prover.ledger import ChainPosition, Ledger, PendingEvent, Stored
 from prover.ledger.store import MAX_BATCH
 from prover.ratecard import RateCard, load_rate_card
+from prover.workers import orphan_watchdog
 from verifier.receipts import (
     COMPLETION_LABEL,
     FLAG_COUNTED,
@@ -171,7 +173,8 @@ class Meter:
             raise ConfigError("count_workers must be a non-negative integer")
         self._count_workers = count_workers
         self._pool: ProcessPoolExecutor | None = (
-            ProcessPoolExecutor(count_workers, mp_context=multiprocessing.get_context("spawn"))
+            ProcessPoolExecutor(count_workers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=orphan_watchdog, initargs=(os.getpid(),))
             if count_workers else None)
         # libsodium's 64-byte secret key, to sign without pynacl's per-call wrapper objects
         self._secret64 = crypto_sign_seed_keypair(bytes(signing_key))[1]

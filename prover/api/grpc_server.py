@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from sqlalchemy.exc import SQLAlchemyError
 
 from circuits.hashing import keccak256
 from prover.api.metrics import observe_ingest
@@ -40,6 +41,7 @@ from prover.errors import (
     UserKeyExistsError,
 )
 from prover.ledger import EpochInfo, Stored
+from prover.ledger.faults import describe
 from prover.metering import UsageRequest, check_identifier
 from verifier.receipts import MAX_USER_ID_BYTES, Receipt
 from verifier.tokens import Message, TokenCountError
@@ -296,6 +298,8 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, message, ""
     if isinstance(exc, LedgerError):
         return grpc.StatusCode.UNAVAILABLE, message, ""
+    if isinstance(exc, SQLAlchemyError):  # never the statement or its parameters
+        return grpc.StatusCode.UNAVAILABLE, f"the database failed: {describe(exc)}", ""
     if isinstance(exc, LookupError):
         return grpc.StatusCode.NOT_FOUND, message, ""
     if isinstance(exc, MeteringError):
@@ -595,7 +599,7 @@ class EpochServicer(epoch_pb2_grpc.EpochServiceServicer):
                     *args: Any) -> Any:
         try:
             return await asyncio.to_thread(fn, *args)
-        except (MeteringError, LookupError) as exc:
+        except (MeteringError, LookupError, SQLAlchemyError) as exc:
             await abort_with(context, exc)
             raise
 

@@ -17,6 +17,7 @@ from typing import Any
 from circuits.rangeproof import prove
 from circuits.transcript import RangeProofContext
 from prover.epoch.derive import proof_rng
+from prover.workers import orphan_watchdog
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,8 @@ class ProcessExecutor(ProofExecutor):
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=orphan_watchdog, initargs=(os.getpid(),),  # exit with the parent
             )
         return self._pool
 

@@ -13,8 +13,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from prover.epoch.executor import LeafResult
-from prover.errors import UserKeyExistsError
+from prover.errors import EpochStateError, UserKeyExistsError
 from prover.ledger.schema import (
+    EPOCH_CLOSED,
     EPOCH_CLOSING,
     epoch_closes,
     epoch_leaves,
@@ -35,6 +36,17 @@ class CloseStatus:
     finished: bool
     merkle_root: bytes | None
     total_units: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseParams:
+    """A close's parameters as stored when it started (None: a close started before
+    migration v0004 stored them)."""
+
+    leaves_total: int
+    min_leaves: int | None
+    chain_id: int | None
+    contract: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +130,25 @@ class EpochStore:
 
     # --- close progress and leaves -------------------------------------------------------
 
-    def start_close(self, epoch_id: int, leaves_total: int) -> None:
-        """Record that the close of ``epoch_id`` started (idempotent)."""
+    def start_close(self, epoch_id: int, leaves_total: int, *, min_leaves: int | None = None,
+                    chain_id: int | None = None,
+                    contract: bytes | None = None) -> "CloseParams":
+        """Record that the close of ``epoch_id`` started, with its parameters; idempotent,
+        also between racing closers (``ON CONFLICT DO NOTHING``): the first one's parameters
+        stay. Returns the parameters stored (the first closer's)."""
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         with self.engine.begin() as conn:
-            exists = conn.execute(select(epoch_closes.c.epoch_id)
-                                  .where(epoch_closes.c.epoch_id == epoch_id)).first()
-            if exists is None:
-                conn.execute(insert(epoch_closes).values(epoch_id=epoch_id,
-                                                         leaves_total=leaves_total,
-                                                         started_ms=now_ms()))
+            conn.execute(dialect_insert(epoch_closes).values(
+                epoch_id=epoch_id, leaves_total=leaves_total, started_ms=now_ms(),
+                min_leaves=min_leaves, chain_id=None if chain_id is None else str(chain_id),
+                contract=contract).on_conflict_do_nothing(index_elements=["epoch_id"]))
+            row = conn.execute(select(epoch_closes.c.leaves_total, epoch_closes.c.min_leaves,
+                                      epoch_closes.c.chain_id, epoch_closes.c.contract)
+                               .where(epoch_closes.c.epoch_id == epoch_id)).one()
+        return CloseParams(
+            leaves_total=row.leaves_total, min_leaves=row.min_leaves,
+            chain_id=None if row.chain_id is None else int(row.chain_id),
+            contract=None if row.contract is None else bytes(row.contract))
 
     def leaves(self, epoch_id: int) -> "DbLeafStore":
         """The LeafStore of one epoch."""
@@ -207,12 +229,19 @@ class EpochStore:
     def publish(self, epoch_id: int, *, bundle_json: bytes, merkle_root: bytes,
                 total_units: int, sealed: dict[bytes, bytes],
                 private_openings: dict[bytes, tuple[str, bytes]]) -> None:
-        """Store the bundle and every opening in one transaction (replacing a previous
-        publication of the same close, which is byte-identical for the bundle).
+        """Store the bundle and every opening and mark the epoch ``closed``, in one
+        transaction that first locks the epoch row and checks that it is still ``closing``:
+        of two racing closers the second gets ``EpochStateError`` ("epoch N is not closing")
+        and writes nothing.
 
         ``private_openings`` maps tags of users without a registered key to (user id,
         plaintext opening), served only over the authenticated API."""
         with self.engine.begin() as conn:
+            state = conn.execute(select(epochs.c.state).where(epochs.c.id == epoch_id)
+                                 .with_for_update()).scalar()
+            if state != EPOCH_CLOSING:
+                raise EpochStateError(f"epoch {epoch_id} is not closing (it is "
+                                      f"{state or 'unknown'}: another closer published it)")
             conn.execute(epoch_openings.delete().where(epoch_openings.c.epoch_id == epoch_id))
             rows = []
             for tag, box in sealed.items():
@@ -224,6 +253,8 @@ class EpochStore:
             conn.execute(update(epoch_closes).where(epoch_closes.c.epoch_id == epoch_id)
                          .values(bundle_json=bundle_json, merkle_root=merkle_root,
                                  total_units=total_units, finished_ms=now_ms()))
+            conn.execute(update(epochs).where(epochs.c.id == epoch_id)
+                         .values(state=EPOCH_CLOSED))
 
     def bundle_json(self, epoch_id: int) -> bytes | None:
         """The published bundle JSON of an epoch, if published."""

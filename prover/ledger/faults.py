@@ -24,6 +24,7 @@ transition re-reads the epoch's state. A write whose commit reached the server b
 was lost is therefore found on the retry (an ingest retry answers ``replayed``).
 """
 
+import logging
 import random
 import sqlite3
 import time
@@ -36,6 +37,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from prover.errors import LedgerError
+
+# psycopg logs (through logging's last-resort handler, on stderr, when the application
+# configured no logging) each pipeline it cannot finish on a lost connection: the very fault
+# with_retries handles and reports in one line. Applications that configure logging still
+# see them.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 DEADLINE_GRACE_SECONDS = 2.0
 FIRST_BACKOFF_SECONDS = 0.05
@@ -158,7 +165,7 @@ def describe(exc: BaseException) -> str:
         if "locked" in text or "busy" in text:
             return "the database file stayed locked by another writer"
         if "disk i/o" in text:
-            return "disk I/O error"
+            return "disk I/O error (is the disk full?)"
         if "unable to open" in text:
             return "the database file cannot be opened"
         return f"SQLite error ({type(orig).__name__})"

@@ -247,8 +247,8 @@ class Ledger:
                  timeouts: DbTimeouts | None = None) -> "Ledger":
         """Open (and by default migrate) the ledger at ``url``."""
         engine = make_engine(url, timeouts=timeouts)
-        if run_migrations:
-            migrate(engine)
+        if run_migrations:  # transient faults at start-up are retried like any other
+            with_retries(lambda: migrate(engine), seconds=engine_timeouts(engine).retry_seconds)
         return cls(engine, provider_id=provider_id, clock_ms=clock_ms)
 
     def dispose(self) -> None:

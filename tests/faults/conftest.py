@@ -49,3 +49,60 @@ def services_factory():
     yield factory
     for services in made:
         services.close()
+
+
+# --- helpers shared by the close tests -------------------------------------------------------
+
+SQL_WORDS = ("SELECT", "INSERT", "UPDATE", "DELETE", "FROM", "%(", "::", "[SQL")
+
+
+def assert_one_short_line(text: str) -> None:
+    """An operator-facing failure: one line, short, no traceback, no SQL."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert len(lines[0]) < 300 and "Traceback" not in text, text
+    assert not any(word in text for word in SQL_WORDS), text
+
+
+def record_and_start_closing(services: Services, *, events: int = 24, users: int = 9) -> int:
+    """Usage for ``users`` users, then the open epoch moved to ``closing`` (its window is
+    fixed from here on); returns the closing epoch's id."""
+    from prover.metering import UsageRequest
+
+    for i in range(events):
+        services.meter.record(UsageRequest(idempotency_key=f"e-{i}", user_id=f"user-{i % users}",
+                                           model="gpt-4o", input_tokens=100 + i,
+                                           output_tokens=3 * i))
+    info = services.epochs.epoch_to_close()
+    return info.id
+
+
+def reference_bundle(services: Services, epoch_id: int, *, min_leaves: int) -> bytes:
+    """The bundle an uninterrupted close of ``epoch_id`` publishes: computed in process from
+    the stored epoch and totals, with nothing resumed (close_epoch is deterministic)."""
+    from prover.epoch.close import EpochInputs, MemoryLeafStore, close_epoch
+    from prover.epoch.executor import InlineExecutor
+    from prover.epoch.service import master_secret
+
+    info = services.meter.ledger.epoch(epoch_id)
+    key = services.settings.load_signing_key()
+    inputs = EpochInputs(ctx=services.epochs.context(epoch_id),
+                         window_start=info.window_start_ms, window_end=info.window_end_ms,
+                         rate_card_hash=info.rate_card_hash, bit_size=info.bit_size,
+                         totals=services.meter.ledger.totals(epoch_id), min_leaves=min_leaves)
+    closed = close_epoch(inputs, secret=master_secret(key), signing_key=key,
+                         store=MemoryLeafStore(), executor=InlineExecutor())
+    return closed.bundle.dumps().encode()
+
+
+def cli_env(url: str, **settings: str) -> dict[str, str]:
+    """The environment of a ``zkmeter`` subprocess on ``url`` with the fast timeouts."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZKMETER_")}
+    env.update({"ZKMETER_DATABASE_URL": url, "ZKMETER_SIGNING_KEY": SEED,
+                "ZKMETER_CONTRACT_ADDRESS": "0x" + "42" * 20, "ZKMETER_CHAIN_ID": "31337",
+                "ZKMETER_PROOF_WORKERS": "1", "ZKMETER_MIN_LEAVES": "8"})
+    env.update({f"ZKMETER_{k.upper()}": str(v) for k, v in FAST.items()})
+    env.update({f"ZKMETER_{k.upper()}": v for k, v in settings.items()})
+    return env

@@ -41,7 +41,7 @@ class CloseStatus:
 @dataclass(frozen=True, slots=True)
 class CloseParams:
     """A close's parameters as stored when it started (None: a close started before
-    migration v0004 stored them)."""
+    migration v0005 stored them)."""
 
     leaves_total: int
     min_leaves: int | None

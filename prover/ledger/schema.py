@@ -112,7 +112,7 @@ epoch_closes = Table(
     Column("merkle_root", LargeBinary(32), nullable=True),
     Column("total_units", BigInteger, nullable=True),
     Column("bundle_json", LargeBinary, nullable=True),
-    # The close's parameters, fixed when it starts (migration v0004; NULL for older closes).
+    # The close's parameters, fixed when it starts (migration v0005; NULL for older closes).
     Column("min_leaves", Integer, nullable=True),
     Column("chain_id", String(78), nullable=True),  # decimal: chain ids go up to 2^256
     Column("contract", LargeBinary(20), nullable=True),

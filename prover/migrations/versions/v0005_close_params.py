@@ -5,15 +5,15 @@ and refuses to run if the chain id or the contract the proofs are bound to chang
 what changed (prover/epoch/service.py). Nullable: closes started before this revision have no
 stored parameters and are checked against their stored ``leaves_total`` instead.
 
-Revision ID: v0004
-Revises: v0003
+Revision ID: v0005
+Revises: v0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "v0004"
-down_revision = "v0003"
+revision = "v0005"
+down_revision = "v0004"
 branch_labels = None
 depends_on = None
 

@@ -168,7 +168,7 @@ def test_grpc_close_with_the_database_refused(pg_url, proxy, services_factory):
     expected = reference_bundle(direct, epoch_id, min_leaves=LEAVES)
     services = services_factory(proxy.url(pg_url), min_leaves=LEAVES)
     key = new_api_key()
-    server = ServerThread(services, api_key_hashes=[hash_api_key(key)])
+    server = ServerThread(services, api_key_hashes={hash_api_key(key): "operator"})
     try:
         with grpc.insecure_channel(server.target) as channel:
             stub = epoch_pb2_grpc.EpochServiceStub(channel)

@@ -17,9 +17,12 @@ class BuildWithArtifacts(build_py):
 
     def run(self) -> None:
         super().run()
+        artifacts = sorted(ARTIFACTS.glob("*.json"))
+        if not artifacts:  # never build a wheel that cannot find its contracts
+            raise RuntimeError(f"no contract artifacts in {ARTIFACTS} (MANIFEST.in ships them)")
         target = Path(self.build_lib) / "verifier" / "contracts"
         target.mkdir(parents=True, exist_ok=True)
-        for artifact in sorted(ARTIFACTS.glob("*.json")):
+        for artifact in artifacts:
             shutil.copyfile(artifact, target / artifact.name)
 
 

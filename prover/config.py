@@ -18,9 +18,18 @@
 * ``ZKMETER_ALLOW_EMPTY_EPOCHS``: publish an epoch with no usage when asked to close it
   (default false: such a close is refused with FAILED_PRECONDITION / exit 1);
 * ``ZKMETER_PROOF_WORKERS``: local proof processes (default: the number of CPUs);
-* ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``);
+* ``ZKMETER_RAY_ADDRESS``: a Ray cluster to prove on instead (``host:port``). Its nodes see
+  the values and blindings of the leaves they prove (docs/security.md);
+  ``ZKMETER_RAY_TLS_CERT_FILE``, ``_KEY_FILE``, ``_CA_FILE``: Ray's TLS (all three, passed to
+  Ray as ``RAY_USE_TLS`` / ``RAY_TLS_*``); a Ray head off this machine without them is
+  refused unless ``ZKMETER_RAY_ALLOW_PLAINTEXT=1``;
 * ``ZKMETER_GRPC_BIND`` / ``ZKMETER_HTTP_BIND``: listen addresses (default 127.0.0.1:50051
   and 127.0.0.1:8080);
+* ``ZKMETER_PLAINTEXT_OPENING_RETENTION_DAYS``: how long the plaintext opening of a user
+  without a registered key (served to an operator key only) is kept after publication;
+  then it and its user id are deleted from the database (default 90);
+* ``ZKMETER_METRICS_BIND``: the operator's Prometheus listener (``GET /metrics``; default
+  127.0.0.1:9464, loopback: keep it off the public network). Never on the public HTTP port;
 * ``ZKMETER_API_KEY_HASHES``: the API keys' hashes (``sha256:<hex>``, from ``zkmeter keys
   api-key``), either a JSON object hash -> role (``"gateway"``: record usage, list receipts,
   register new users' keys; ``"operator"``: everything, including closing epochs, plaintext
@@ -53,12 +62,16 @@ never appear in a repr, a log line or an error message.
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prover.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prover.epoch.executor import RayTls
 from prover.ledger.faults import DbTimeouts
 from prover.ratecard import DEFAULT_RATE_CARD
 from verifier.bundle import SETTLEMENT_BIT_SIZE
@@ -92,8 +105,14 @@ class Settings(BaseSettings):
     allow_empty_epochs: bool = False
     proof_workers: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
+    ray_tls_cert_file: Path | None = None
+    ray_tls_key_file: Path | None = None
+    ray_tls_ca_file: Path | None = None
+    ray_allow_plaintext: bool = False
     grpc_bind: str = "127.0.0.1:50051"
     http_bind: str = "127.0.0.1:8080"
+    metrics_bind: str = "127.0.0.1:9464"
+    plaintext_opening_retention_days: int = Field(default=90, ge=1, le=36_500)
     api_key_hashes: list[str] | dict[str, str] = Field(default_factory=list)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     tls_cert_file: Path | None = None
@@ -142,6 +161,19 @@ class Settings(BaseSettings):
         if len(raw) != 40 or not _is_hex(raw.encode("ascii", "replace")):
             raise ValueError("contract_address must be a 20-byte hex address")
         return "0x" + raw.lower()
+
+    def ray_tls(self) -> "RayTls | None":
+        """Ray's TLS files, if configured (all three or none)."""
+        from prover.epoch.executor import RayTls
+
+        files = (self.ray_tls_cert_file, self.ray_tls_key_file, self.ray_tls_ca_file)
+        if all(f is None for f in files):
+            return None
+        if any(f is None for f in files):
+            raise ConfigError("set all of ZKMETER_RAY_TLS_CERT_FILE, ZKMETER_RAY_TLS_KEY_FILE "
+                              "and ZKMETER_RAY_TLS_CA_FILE, or none")
+        cert, key, ca = (str(f) for f in files)
+        return RayTls(cert, key, ca)
 
     def contract_bytes(self) -> bytes:
         """The settlement contract address as 20 bytes."""

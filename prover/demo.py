@@ -237,7 +237,7 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
         signing_key=SecretStr(bytes(signing_key).hex()),
         chain_id=chain.chain_id, contract_address=deployment.settlement,
         api_key_hashes={hash_api_key(api_key): "operator"}, grpc_bind="127.0.0.1:0",
-        http_bind="127.0.0.1:0", shutdown_grace_seconds=2)
+        http_bind="127.0.0.1:0", metrics_bind="127.0.0.1:0", shutdown_grace_seconds=2)
     services = build_services(settings)
     server = BackgroundServer(services)
     try:

@@ -35,6 +35,7 @@ from nacl.signing import SigningKey
 
 from circuits.hashing import keccak256
 from prover.config import BIT_SIZES, Settings
+from prover.epoch.service import master_secret
 from prover.errors import (
     ConfigError,
     InvalidRequestError,
@@ -56,6 +57,7 @@ from verifier.receipts import (
     Receipt,
     idempotency_key_digest,
     prompt_bytes,
+    receipt_key_digest,
     with_signature,
 )
 from verifier.tokens import (
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT_KEY_LABEL = b"ZKMETER_FPKEY_V1"
 FINGERPRINT_LABEL = b"ZKMETER_FPRINT_1"
+RECEIPT_DIGEST_KEY_LABEL = b"ZKMETER_IDEMDK_1"
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 MAX_TOKENS_PER_FIELD = (1 << 32) - 1
 MIN_POOL_JOBS = 8  # smaller batches are counted in-process: the round trip would cost more
@@ -109,6 +112,7 @@ class _Sealing:
     prompt_digest: bytes
     completion_digest: bytes
     flags: int
+    receipt_key_digest: bytes = b""  # keyed digest of the idempotency key (the receipt's)
 
 
 def check_identifier(value: Any, name: str, max_bytes: int) -> bytes:
@@ -181,6 +185,11 @@ class Meter:
         self._salt = salt_source
         # Keyed, so a database reader cannot test guesses of the text against fingerprints.
         self._fingerprint_key = keccak256(FINGERPRINT_KEY_LABEL, bytes(signing_key))
+        # Receipts carry the idempotency key digested under this provider secret (derived
+        # from the master secret with its own domain tag), so they reveal nothing about keys
+        # a user did not choose (docs/receipts.md). The ledger's uniqueness key is separate.
+        self._receipt_digest_key = keccak256(RECEIPT_DIGEST_KEY_LABEL,
+                                             master_secret(signing_key))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Meter":
@@ -250,6 +259,10 @@ class Meter:
             except LedgerError as exc:
                 outcomes.append(exc)
         return outcomes
+
+    def receipt_key_digest(self, idempotency_key: str) -> bytes:
+        """The digest a receipt carries for ``idempotency_key`` (keyed; docs/receipts.md)."""
+        return receipt_key_digest(self._receipt_digest_key, idempotency_key)
 
     def fingerprint(self, request: UsageRequest) -> bytes:
         """The keyed payload fingerprint idempotency compares (validates the request)."""
@@ -335,7 +348,8 @@ class Meter:
                 reasoning_tokens=reasoning, salt=salt,
                 prompt_digest=keccak256(salt, PROMPT_LABEL, prompt),
                 completion_digest=keccak256(salt, COMPLETION_LABEL, completion),
-                flags=FLAG_COUNTED)
+                flags=FLAG_COUNTED, receipt_key_digest=self.receipt_key_digest(
+                    request.idempotency_key))
             body = b"".join((bytes((_MODE_TEXT,)), struct.pack(">I", len(prompt)), prompt,
                              struct.pack(">I", len(completion)), completion))
         else:
@@ -350,7 +364,8 @@ class Meter:
                 model=request.model, encoding="", input_tokens=input_tokens,
                 output_tokens=output_tokens, cached_input_tokens=cached,
                 reasoning_tokens=reasoning, salt=salt, prompt_digest=ZERO32,
-                completion_digest=ZERO32, flags=0)
+                completion_digest=ZERO32, flags=0,
+                receipt_key_digest=self.receipt_key_digest(request.idempotency_key))
             body = struct.pack(">BQQ", _MODE_REPORTED, input_tokens, output_tokens)
         if cached > input_tokens:
             raise InvalidRequestError("cached_input_tokens exceeds the input tokens")
@@ -375,7 +390,7 @@ class Meter:
         fields = dict(
             provider_id=self.provider_id, epoch_id=position.epoch.id, user_id=item.user_id,
             seq=position.seq, prev_hash=position.prev_hash,
-            idempotency_key_digest=item.key_digest, model=s.model, encoding=s.encoding,
+            idempotency_key_digest=s.receipt_key_digest, model=s.model, encoding=s.encoding,
             input_tokens=s.input_tokens, output_tokens=s.output_tokens,
             cached_input_tokens=s.cached_input_tokens, reasoning_tokens=s.reasoning_tokens,
             units=item.units, total_units=total, rate_card_hash=self.rate_card_hash,

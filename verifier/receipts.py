@@ -44,6 +44,7 @@ RECEIPT_VERSION = 1
 FLAG_COUNTED = 0x01
 PROMPT_LABEL = b"ZKMETER_PROMPT_1"
 COMPLETION_LABEL = b"ZKMETER_COMPLET1"
+RECEIPT_KEY_LABEL = b"ZKMETER_IDEMRCPT"
 IDEMPOTENCY_LABEL = b"ZKMETER_IDEMKEY1"
 ZERO32 = bytes(32)
 SIGNATURE_BYTES = 64
@@ -401,8 +402,20 @@ def completion_digest(salt: bytes, completion: str) -> bytes:
 
 
 def idempotency_key_digest(key: str) -> bytes:
-    """keccak256("ZKMETER_IDEMKEY1" ‖ UTF-8 key): the receipt binds the key, not its text."""
+    """keccak256("ZKMETER_IDEMKEY1" ‖ UTF-8 key): the ledger's (private) uniqueness key of an
+    idempotency key. Receipts carry :func:`receipt_key_digest` instead."""
     return keccak256(IDEMPOTENCY_LABEL, _utf8(key, "idempotency key"))
+
+
+def receipt_key_digest(digest_key: bytes, key: str) -> bytes:
+    """keccak256("ZKMETER_IDEMRCPT" ‖ digest_key(32) ‖ u32 len ‖ UTF-8 key): what a receipt
+    carries. Keyed with the provider's secret digest key, so a user holding its receipts
+    learns nothing about idempotency keys it did not choose (guessing ``req-42`` is useless
+    without the key); the provider recomputes it to match a key to a receipt."""
+    if len(digest_key) != 32:
+        raise ReceiptError("the receipt digest key is 32 bytes")
+    raw = _utf8(key, "idempotency key")
+    return keccak256(RECEIPT_KEY_LABEL, digest_key, len(raw).to_bytes(4, "big"), raw)
 
 
 # --- signing and verification --------------------------------------------------------------

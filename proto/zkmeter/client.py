@@ -95,10 +95,13 @@ class Client:
             iter(requests), metadata=self._metadata, timeout=self.timeout)
         return responses
 
-    def list_receipts(self, user_id: str, epoch_id: int = 0) -> list[meter_pb2.Receipt]:
-        """A user's receipts in an epoch (0: the current one)."""
+    def list_receipts(self, user_id: str, epoch_id: int = 0, *,
+                      idempotency_key: str = "") -> list[meter_pb2.Receipt]:
+        """A user's receipts in an epoch (0: the current one); with ``idempotency_key``, only
+        the one recorded under that key."""
         response = self.meter.ListReceipts(
-            meter_pb2.ListReceiptsRequest(user_id=user_id, epoch_id=epoch_id),
+            meter_pb2.ListReceiptsRequest(user_id=user_id, epoch_id=epoch_id,
+                                          idempotency_key=idempotency_key),
             metadata=self._metadata, timeout=self.timeout)
         return list(response.receipts)
 

@@ -539,6 +539,9 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             epoch_id = request.epoch_id or await asyncio.to_thread(self._current_epoch_id)
             receipts = await asyncio.to_thread(self.meter.ledger.receipts, epoch_id,
                                                request.user_id)
+            if request.idempotency_key:
+                wanted = self.meter.receipt_key_digest(request.idempotency_key)
+                receipts = [r for r in receipts if r.idempotency_key_digest == wanted]
         except (MeteringError, LookupError) as exc:
             await abort_with(context, exc)
             raise

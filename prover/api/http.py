@@ -1,5 +1,6 @@
-"""The public HTTP read side (FastAPI): epochs, bundles, sealed openings, provider, health,
-Prometheus metrics; OpenAPI at ``/openapi.json`` and ``/docs``. docs/api.md lists the routes.
+"""The public HTTP read side (FastAPI): closed epochs, bundles, sealed openings, provider,
+health; OpenAPI at ``/openapi.json`` and ``/docs``. docs/api.md lists the routes. Prometheus
+metrics are a separate app (:func:`create_metrics_app`) on the operator's own listener.
 
 Transport only: validate the path and query (strict types and bounds, so bad input is a 4xx,
 never a 500), call the storage reads (prover/epoch/storage.py) and the meter, convert to the
@@ -185,9 +186,11 @@ def epoch_out(summary: EpochSummary) -> EpochOut:
 
 
 def _find(store: EpochStore, epoch_id: int) -> EpochSummary:
-    found = store.summaries(limit=1, epoch_id=epoch_id)
+    # The open epoch is not public: it exists from the first request on, so showing it would
+    # tell when traffic began (docs/security.md). It appears once its close begins.
+    found = store.summaries(limit=1, epoch_id=epoch_id, closed_only=True)
     if not found:
-        raise NotFound(f"no epoch {epoch_id}")
+        raise NotFound(f"no closed epoch {epoch_id}")
     return found[0]
 
 
@@ -253,9 +256,10 @@ def create_http_app(services: Services) -> FastAPI:
     # redirect_slashes=False: an unknown path such as /v1/epochs/ is a 404, not a redirect.
     app = FastAPI(title="zkmeter public API", version=API_VERSION, redirect_slashes=False,
                   description="Public read side: epochs, bundles, sealed openings, provider "
-                              "keys and rate card, health, metrics.")
+                              "keys and rate card, health. Nothing here changes between "
+                              "two publications (operational metrics are on the operator's "
+                              "own listener, ZKMETER_METRICS_BIND).")
     app.state.services = services
-    registry = app_registry(services.store.state_counts)
     for kind in (HTTPException, RequestValidationError, NotFound, SQLAlchemyError,
                  LedgerError, Exception):
         app.add_exception_handler(kind, _error)
@@ -271,7 +275,7 @@ def create_http_app(services: Services) -> FastAPI:
     ) -> EpochPage:
         """Epochs, newest first: state, window, close progress, root and total once
         published."""
-        found = store.summaries(limit=limit, before=before)
+        found = store.summaries(limit=limit, before=before, closed_only=True)
         more = len(found) == limit and found[-1].epoch.id > 1
         return EpochPage(epochs=[epoch_out(s) for s in found],
                          next_before=found[-1].epoch.id if more else None)
@@ -347,9 +351,19 @@ def create_http_app(services: Services) -> FastAPI:
             return JSONResponse(body.model_dump(), status_code=503)
         return JSONResponse(HealthOut(status="ok", database="ok").model_dump())
 
-    @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"description": "Prometheus text format.",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    _get_only(app)
+    return app
+
+
+def create_metrics_app(services: Services) -> FastAPI:
+    """The operator's metrics listener (``ZKMETER_METRICS_BIND``, loopback by default):
+    ``GET /metrics`` only. Never served on the public listener: ingest counts and latencies
+    move with every request, so a public poller would learn each request's arrival."""
+    app = FastAPI(title="zkmeter operator metrics", version=API_VERSION,
+                  redirect_slashes=False, openapi_url=None, docs_url=None, redoc_url=None)
+    registry = app_registry(services.store.state_counts)
+
+    @app.get("/metrics", response_class=Response)
     def metrics() -> Response:
         """Ingest counts and latencies, epoch states and close progress."""
         return Response(content=render(registry), media_type=METRICS_CONTENT_TYPE)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from prover.api.grpc_server import RunningServer, TlsFiles, create_server
-from prover.api.http import create_http_app
+from prover.api.http import create_http_app, create_metrics_app
 from prover.api.http_server import uvicorn_config
 from prover.app import Services
 from prover.config import Settings
@@ -28,6 +28,8 @@ class Endpoints:
     grpc_port: int
     http_host: str
     http_port: int
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -96,9 +98,28 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
         http_task.result()
         raise OSError(f"the HTTP server could not start on {settings.http_bind}")
     bound_port = http.servers[0].sockets[0].getsockname()[1] if http.servers else port
-    endpoints = Endpoints(running.port, host, bound_port)
-    log.info("zkmeter serving gRPC on port %d and HTTP on %s:%d%s", endpoints.grpc_port, host,
-             bound_port, f" (worker 0 of {workers})" if workers > 1 else "")
+    # The operator's metrics listener (never the public one: docs/security.md). With
+    # --workers it is worker 0's, and counts worker 0's ingest only.
+    m_host, m_port = split_bind(settings.metrics_bind)
+    metrics = uvicorn.Server(uvicorn_config(
+        create_metrics_app(services), host=m_host, port=m_port,
+        header_timeout=settings.http_header_timeout_seconds,
+        keep_alive=settings.http_keep_alive_seconds))
+    metrics_task = asyncio.create_task(metrics.serve())
+    while not metrics.started and not metrics_task.done():
+        await asyncio.sleep(0.01)
+    if metrics_task.done():
+        await running.stop(0)
+        http.should_exit = True
+        await http_task
+        metrics_task.result()
+        raise OSError(f"the metrics server could not start on {settings.metrics_bind}")
+    metrics_port = (metrics.servers[0].sockets[0].getsockname()[1] if metrics.servers
+                    else m_port)
+    endpoints = Endpoints(running.port, host, bound_port, m_host, metrics_port)
+    log.info("zkmeter serving gRPC on port %d, HTTP on %s:%d, operator metrics on %s:%d%s",
+             endpoints.grpc_port, host, bound_port, m_host, metrics_port,
+             f" (worker 0 of {workers})" if workers > 1 else "")
     if started is not None:
         started.set_result(endpoints)
     # uvicorn handles SIGINT/SIGTERM itself while it serves (then re-raises them): either
@@ -109,7 +130,9 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
     log.info("zkmeter: draining (grace %.1f s)", settings.shutdown_grace_seconds)
     await running.stop(settings.shutdown_grace_seconds)
     http.should_exit = True
+    metrics.should_exit = True
     await http_task
+    await metrics_task
 
 
 async def _serve_grpc_only(running: RunningServer, stop: asyncio.Event, worker: int,

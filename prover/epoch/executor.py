@@ -17,6 +17,7 @@ from typing import Any
 from circuits.rangeproof import prove
 from circuits.transcript import RangeProofContext
 from prover.epoch.derive import proof_rng
+from prover.errors import ConfigError
 from prover.workers import orphan_watchdog
 
 
@@ -135,12 +136,52 @@ class ProcessExecutor(ProofExecutor):
             self._pool = None
 
 
+@dataclass(frozen=True, slots=True)
+class RayTls:
+    """Ray's own TLS settings (its gRPC channels between driver, head and workers), passed
+    to Ray through the environment variables it reads: ``RAY_USE_TLS``,
+    ``RAY_TLS_SERVER_CERT``, ``RAY_TLS_SERVER_KEY``, ``RAY_TLS_CA_CERT``. Every node of the
+    cluster must be started with the same settings (docs/security.md)."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def environment(self) -> dict[str, str]:
+        """The variables Ray reads at ``ray.init``."""
+        return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": self.cert,
+                "RAY_TLS_SERVER_KEY": self.key, "RAY_TLS_CA_CERT": self.ca}
+
+
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+def check_ray_transport(address: str, tls: RayTls | None, *, allow_plaintext: bool) -> None:
+    """Proof jobs carry values and blindings (they open the commitments): refuse to send them
+    in the clear to a Ray head that is not on this machine, unless the operator says the
+    network is trusted (``ZKMETER_RAY_ALLOW_PLAINTEXT``)."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    if tls is None and not allow_plaintext and not host.startswith(_LOOPBACK):
+        raise ConfigError("ZKMETER_RAY_ADDRESS is not on this machine and Ray TLS is not "
+                         "configured (ZKMETER_RAY_TLS_CERT_FILE, _KEY_FILE, _CA_FILE): proof "
+                         "jobs carry values and blindings; set ZKMETER_RAY_ALLOW_PLAINTEXT=1 "
+                         "only for a network you trust")
+
+
 class RayExecutor(ProofExecutor):
-    """Proves on a Ray cluster (``ZKMETER_RAY_ADDRESS``); each chunk is one Ray task."""
+    """Proves on a Ray cluster (``ZKMETER_RAY_ADDRESS``); each chunk is one Ray task.
+
+    Trust: every Ray node sees the values and blindings of the leaves it proves (the master
+    secret never leaves this process). Each result is checked here before it is signed, so a
+    faulty node cannot get a bad proof signed, but a node can read what it is sent."""
 
     name = "ray"
 
-    def __init__(self, address: str, chunk: int = 16) -> None:
+    def __init__(self, address: str, chunk: int = 16, *, tls: RayTls | None = None,
+                 allow_plaintext: bool = False) -> None:
+        check_ray_transport(address, tls, allow_plaintext=allow_plaintext)
+        if tls is not None:
+            os.environ.update(tls.environment())  # Ray reads its TLS settings from here
         import ray  # optional dependency: only when a cluster address is configured
 
         self._ray: Any = ray
@@ -164,11 +205,12 @@ class RayExecutor(ProofExecutor):
                 ray.cancel(ref)
 
 
-def make_executor(*, workers: int | None = None, ray_address: str | None = None
+def make_executor(*, workers: int | None = None, ray_address: str | None = None,
+                  ray_tls: RayTls | None = None, ray_allow_plaintext: bool = False
                   ) -> ProofExecutor:
     """Ray when an address is configured, else a process pool (inline for one worker)."""
     if ray_address:
-        return RayExecutor(ray_address)
+        return RayExecutor(ray_address, tls=ray_tls, allow_plaintext=ray_allow_plaintext)
     if workers == 1:
         return InlineExecutor()
     return ProcessExecutor(workers)

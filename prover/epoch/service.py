@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from circuits.hashing import keccak256
 from circuits.transcript import RangeProofContext
 from prover.epoch.close import ClosedEpoch, EpochInputs, close_epoch, leaf_count
-from prover.epoch.executor import LeafResult, ProofExecutor, make_executor
+from prover.epoch.executor import LeafResult, ProofExecutor, RayTls, make_executor
 from prover.epoch.storage import CloseParams, DbLeafStore, EpochStore
 from prover.errors import EpochStateError, LedgerError
 from prover.ledger import EpochInfo, Ledger
@@ -58,6 +58,9 @@ class EpochParams:
     epoch_seconds: int
     proof_workers: int | None = None
     ray_address: str | None = None
+    plaintext_opening_retention_days: int = 90
+    ray_tls: RayTls | None = None
+    ray_allow_plaintext: bool = False
     allow_empty: bool = False  # publish an epoch with no usage (refused by default)
 
 
@@ -91,7 +94,8 @@ class EpochService:
         self._secret = master_secret(signing_key)
         self._closing = threading.Lock()
         self._executor_factory = executor_factory or (lambda: make_executor(
-            workers=params.proof_workers, ray_address=params.ray_address))
+            workers=params.proof_workers, ray_address=params.ray_address,
+            ray_tls=params.ray_tls, ray_allow_plaintext=params.ray_allow_plaintext))
 
     def context(self, epoch_id: int) -> RangeProofContext:
         """The range-proof context of an epoch."""
@@ -218,7 +222,9 @@ class EpochService:
             self.store.publish(epoch_id, bundle_json=bundle_json,
                                merkle_root=closed.bundle.merkle_root,
                                total_units=closed.bundle.total, sealed=closed.sealed,
-                               private_openings=private)
+                               private_openings=private,
+                               private_retention_ms=self.params
+                               .plaintext_opening_retention_days * 86_400_000)
 
         try:
             self.ledger.with_retries(publish)
@@ -226,3 +232,7 @@ class EpochService:
             if attempts > 1 and self._db(self.store.bundle_json, epoch_id) == bundle_json:
                 return  # our own commit went through; only its answer was lost
             raise
+        try:  # keyless users' plaintext openings past their retention (docs/security.md)
+            self.store.purge_expired_openings()
+        except Exception as exc:  # the close is published; the purge runs again next close
+            log.warning("purging expired plaintext openings failed (%s)", type(exc).__name__)

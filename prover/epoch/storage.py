@@ -17,6 +17,7 @@ from prover.errors import EpochStateError, UserKeyExistsError
 from prover.ledger.schema import (
     EPOCH_CLOSED,
     EPOCH_CLOSING,
+    EPOCH_OPEN,
     epoch_closes,
     epoch_leaves,
     epoch_openings,
@@ -170,9 +171,11 @@ class EpochStore:
     # --- public reads --------------------------------------------------------------------
 
     def summaries(self, *, limit: int, before: int | None = None,
-                  epoch_id: int | None = None) -> list[EpochSummary]:
+                  epoch_id: int | None = None, closed_only: bool = False
+                  ) -> list[EpochSummary]:
         """Epochs with their close status, newest first: at most ``limit``, ids below
-        ``before`` if given, only ``epoch_id`` if given."""
+        ``before`` if given, only ``epoch_id`` if given, and with ``closed_only`` only epochs
+        whose close has begun (an open epoch's existence tells when traffic began)."""
         # Leaves done: counted (on the primary-key index) only for the returned rows of
         # unfinished closes; a finished close has all of them.
         counted = (select(func.count()).select_from(epoch_leaves)
@@ -188,6 +191,8 @@ class EpochStore:
             query = query.where(epochs.c.id < before)
         if epoch_id is not None:
             query = query.where(epochs.c.id == epoch_id)
+        if closed_only:
+            query = query.where(epochs.c.state != EPOCH_OPEN)
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
         return [EpochSummary(
@@ -228,14 +233,17 @@ class EpochStore:
 
     def publish(self, epoch_id: int, *, bundle_json: bytes, merkle_root: bytes,
                 total_units: int, sealed: dict[bytes, bytes],
-                private_openings: dict[bytes, tuple[str, bytes]]) -> None:
+                private_openings: dict[bytes, tuple[str, bytes]],
+                private_retention_ms: int | None = None) -> None:
         """Store the bundle and every opening and mark the epoch ``closed``, in one
         transaction that first locks the epoch row and checks that it is still ``closing``:
         of two racing closers the second gets ``EpochStateError`` ("epoch N is not closing")
         and writes nothing.
 
         ``private_openings`` maps tags of users without a registered key to (user id,
-        plaintext opening), served only over the authenticated API."""
+        plaintext opening), served only over the authenticated API and kept for
+        ``private_retention_ms`` (then :meth:`purge_expired_openings` deletes it)."""
+        expires = None if private_retention_ms is None else now_ms() + private_retention_ms
         with self.engine.begin() as conn:
             state = conn.execute(select(epochs.c.state).where(epochs.c.id == epoch_id)
                                  .with_for_update()).scalar()
@@ -247,7 +255,8 @@ class EpochStore:
             for tag, box in sealed.items():
                 user, opening = private_openings.get(tag, (None, None))
                 rows.append({"epoch_id": epoch_id, "tag": tag, "sealed": box,
-                             "user_id": user, "opening": opening})
+                             "user_id": user, "opening": opening,
+                             "opening_expires_ms": None if opening is None else expires})
             if rows:
                 conn.execute(insert(epoch_openings), rows)
             conn.execute(update(epoch_closes).where(epoch_closes.c.epoch_id == epoch_id)
@@ -279,12 +288,24 @@ class EpochStore:
             return {bytes(r.tag): bytes(r.sealed) for r in rows}
 
     def private_opening(self, epoch_id: int, user_id: str) -> bytes | None:
-        """The plaintext opening of a user without a registered key."""
+        """The plaintext opening of a user without a registered key (None once expired)."""
+        c = epoch_openings.c
         with self.engine.begin() as conn:
-            value = conn.execute(select(epoch_openings.c.opening)
-                                 .where(epoch_openings.c.epoch_id == epoch_id,
-                                        epoch_openings.c.user_id == user_id)).scalar()
+            value = conn.execute(select(c.opening).where(
+                c.epoch_id == epoch_id, c.user_id == user_id,
+                (c.opening_expires_ms.is_(None)) | (c.opening_expires_ms > now_ms()))).scalar()
         return None if value is None else bytes(value)
+
+    def purge_expired_openings(self, now: int | None = None) -> int:
+        """Delete every plaintext opening past its retention, with the user id beside it (the
+        sealed opening, which reveals nothing, stays). Returns how many were deleted."""
+        c = epoch_openings.c
+        with self.engine.begin() as conn:
+            done = conn.execute(update(epoch_openings)
+                                .where(c.opening_expires_ms <= (now_ms() if now is None
+                                                                else now))
+                                .values(opening=None, user_id=None, opening_expires_ms=None))
+        return int(done.rowcount or 0)
 
 
 class DbLeafStore:

@@ -125,6 +125,13 @@ Sealer = Callable[[PendingEvent, ChainPosition], Receipt]
 Outcome = Stored | MeteringError
 
 
+def grid_start_ms(now: int, epoch_seconds: int) -> int:
+    """The start of the grid cell of ``epoch_seconds`` (counted from unix 0) holding ``now``
+    (milliseconds): the first epoch's window start, independent of when traffic began."""
+    cell = epoch_seconds * 1000
+    return now - now % cell
+
+
 def now_ms() -> int:
     """Wall-clock time in unix milliseconds (the ledger's clock)."""
     return time.time_ns() // 1_000_000
@@ -271,6 +278,9 @@ class Ledger:
             raise EpochStateError(f"no epoch {epoch_id}")
         return epoch_from_row(row)
 
+    # The first epoch opens at the first request; its window starts on the grid of
+    # epoch_seconds from unix 0 (grid_start_ms), so the window does not tell when that
+    # request came. Every later epoch starts where the one before ended (its close).
     def open_epoch(self, *, rate_card_hash: bytes, bit_size: int,
                    epoch_seconds: int) -> EpochInfo:
         """The open epoch, opening the first one if there is none."""
@@ -285,9 +295,10 @@ class Ledger:
         if row is not None:
             return epoch_from_row(row)
         next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
-        now = self._clock_ms()
-        return self._insert_epoch(conn, next_id, now, rate_card_hash=rate_card_hash,
-                                  bit_size=bit_size, epoch_seconds=epoch_seconds)
+        return self._insert_epoch(conn, next_id,
+                                  grid_start_ms(self._clock_ms(), epoch_seconds),
+                                  rate_card_hash=rate_card_hash, bit_size=bit_size,
+                                  epoch_seconds=epoch_seconds)
 
     @staticmethod
     def _insert_epoch(conn: Connection, epoch_id: int, start_ms: int, *, rate_card_hash: bytes,

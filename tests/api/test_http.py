@@ -18,7 +18,7 @@ from nacl.public import PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 
-from prover.api.http import create_http_app
+from prover.api.http import create_http_app, create_metrics_app
 from prover.api.http_server import uvicorn_config
 from prover.api.metrics import observe_ingest
 from prover.app import Services
@@ -178,21 +178,22 @@ def test_published_epoch(world):
 
 def test_list_and_paginate(world):
     page = world.http.get("/v1/epochs").json()
+    # the open epoch 3 is not public: its existence would tell when traffic began
     assert [(e["epoch_id"], e["state"], e["published"]) for e in page["epochs"]] == [
-        (3, "open", False), (2, "closing", False), (1, "closed", True)]
+        (2, "closing", False), (1, "closed", True)]
     assert page["next_before"] is None
-    closing = page["epochs"][1]
+    closing = page["epochs"][0]
     assert (closing["leaves_done"], closing["leaves_total"]) == (0, 8)
     assert closing["merkle_root"] is None and closing["total_units"] is None
     assert closing["window_end_ms"] is not None
-    assert page["epochs"][0]["leaves_total"] is None and page["epochs"][0]["window_end_ms"] is None
-    first = world.http.get("/v1/epochs", params={"limit": 2}).json()
-    assert [e["epoch_id"] for e in first["epochs"]] == [3, 2] and first["next_before"] == 2
-    rest = world.http.get("/v1/epochs", params={"limit": 2, "before": 2}).json()
+    first = world.http.get("/v1/epochs", params={"limit": 1}).json()
+    assert [e["epoch_id"] for e in first["epochs"]] == [2] and first["next_before"] == 2
+    rest = world.http.get("/v1/epochs", params={"limit": 1, "before": 2}).json()
     assert [e["epoch_id"] for e in rest["epochs"]] == [1] and rest["next_before"] is None
     assert world.http.get("/v1/epochs", params={"before": 1}).json() == {
         "epochs": [], "next_before": None}
-    assert world.http.get("/v1/epochs/3").json() == page["epochs"][0]
+    assert world.http.get("/v1/epochs/2").json() == page["epochs"][0]
+    assert world.http.get("/v1/epochs/3").status_code == 404
 
 
 def test_provider(world):
@@ -211,9 +212,14 @@ def test_provider(world):
 def test_health_metrics_openapi(world):
     health = world.http.get("/healthz")
     assert (health.status_code, health.json()) == (200, {"status": "ok", "database": "ok"})
+    assert world.http.get("/metrics").status_code == 404  # never on the public listener
     observe_ingest("RecordUsage", "recorded", 0.003)
     observe_ingest("RecordUsageStream", "refused", 0.001, count=2)
-    response = world.http.get("/metrics")
+    operator = HttpServer(create_metrics_app(world.services))
+    try:
+        response = operator.client.get("/metrics")
+    finally:
+        operator.stop()
     assert response.status_code == 200 and response.headers["content-type"].startswith(
         "text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
@@ -232,7 +238,8 @@ def test_health_metrics_openapi(world):
     schema = world.http.get("/openapi.json").json()
     assert {"/v1/epochs", "/v1/epochs/{epoch_id}", "/v1/epochs/{epoch_id}/bundle",
             "/v1/epochs/{epoch_id}/openings", "/v1/epochs/{epoch_id}/openings/{tag}",
-            "/v1/provider", "/healthz", "/metrics"} <= set(schema["paths"])
+            "/v1/provider", "/healthz"} <= set(schema["paths"])
+    assert "/metrics" not in schema["paths"]
     assert world.http.get("/docs").status_code == 200
 
 
@@ -259,7 +266,8 @@ def test_not_found(world, path):
 
 
 def test_not_found_says_why(world):
-    assert "no epoch" in world.http.get("/v1/epochs/99/bundle").json()["detail"]
+    assert "no closed epoch" in world.http.get("/v1/epochs/99/bundle").json()["detail"]
+    assert "no closed epoch" in world.http.get("/v1/epochs/3/bundle").json()["detail"]
     assert "not published" in world.http.get("/v1/epochs/2/bundle").json()["detail"]
     assert "no sealed opening" in world.http.get(
         "/v1/epochs/1/openings/" + "00" * 32).json()["detail"]
@@ -392,7 +400,12 @@ def test_database_down(world):
             response = server.client.get(path)
             assert response.status_code == 503
             assert response.json() == {"detail": "the database is unavailable"}
-        metrics = server.client.get("/metrics")
+        operator = HttpServer(create_metrics_app(dataclasses.replace(world.services,
+                                                                     store=down)))
+        try:
+            metrics = operator.client.get("/metrics")
+        finally:
+            operator.stop()
         assert metrics.status_code == 200
         assert "zkmeter_database_up 0.0" in metrics.text
         assert "zkmeter_ingest_events_total" in metrics.text
@@ -409,7 +422,7 @@ def test_published_epoch_on_postgresql(pg_url):
     try:
         check_published_epoch(world)
         page = world.http.get("/v1/epochs").json()
-        assert [e["state"] for e in page["epochs"]] == ["open", "closing", "closed"]
+        assert [e["state"] for e in page["epochs"]] == ["closing", "closed"]
         assert world.http.get("/healthz").status_code == 200
         assert world.http.get("/v1/epochs/2/openings").status_code == 404
     finally:

@@ -38,13 +38,14 @@ def wait_until(check, timeout=60.0):
 @pytest.fixture()
 def server_env(tmp_path):
     key = new_api_key()
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZKMETER_")}
     env.update({
         "ZKMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite'}",
         "ZKMETER_SIGNING_KEY": "e1" + "".join(f"{i:02x}" for i in range(31)),
         "ZKMETER_API_KEY_HASHES": json.dumps({hash_api_key(key): "operator"}),
         "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
+        "ZKMETER_METRICS_BIND": f"127.0.0.1:{metrics_port}",
         "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}",
         "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",
         "ZKMETER_PROOF_WORKERS": "1",

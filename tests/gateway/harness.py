@@ -99,6 +99,7 @@ class Stack:
             "ZKMETER_RATE_CARD": str(rate_card),
             "ZKMETER_CONTRACT_ADDRESS": "0x" + "42" * 20, "ZKMETER_CHAIN_ID": "31337",
             "ZKMETER_GRPC_BIND": f"127.0.0.1:{self.grpc_port}",
+            "ZKMETER_METRICS_BIND": "127.0.0.1:0",
             "ZKMETER_HTTP_BIND": f"127.0.0.1:{self.http_port}",
             "ZKMETER_API_KEY_HASHES": json.dumps([hash_api_key(self.api_key)])},
             workdir, self.grpc_port)

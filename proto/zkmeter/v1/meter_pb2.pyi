@@ -105,12 +105,14 @@ class RecordUsageResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., replayed: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class ListReceiptsRequest(_message.Message):
-    __slots__ = ("user_id", "epoch_id")
+    __slots__ = ("user_id", "epoch_id", "idempotency_key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     epoch_id: int
-    def __init__(self, user_id: _Optional[str] = ..., epoch_id: _Optional[int] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, user_id: _Optional[str] = ..., epoch_id: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ListReceiptsResponse(_message.Message):
     __slots__ = ("receipts",)

@@ -34,6 +34,7 @@ def _env(url: str, key: str, grpc_port: int, http_port: int) -> dict[str, str]:
         "ZKMETER_SIGNING_KEY": "e1" + "".join(f"{i:02x}" for i in range(31)),
         "ZKMETER_API_KEY_HASHES": json.dumps({hash_api_key(key): "operator"}),
         "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
+        "ZKMETER_METRICS_BIND": "127.0.0.1:0",
         "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}",
         "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",
         "ZKMETER_PROOF_WORKERS": "1",

@@ -93,6 +93,7 @@ def test_every_role_follows_the_readme(tmp_path, anvil):
     grpc_port, http_port = free_port(), free_port()
     env.update({"ZKMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'zkmeter.sqlite'}",
                 "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
+                "ZKMETER_METRICS_BIND": "127.0.0.1:0",
                 "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}", "ZKMETER_PROOF_WORKERS": "1",
                 "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2"})
     base = f"http://127.0.0.1:{http_port}"

@@ -27,14 +27,15 @@ USERS = [f"user-{u}" for u in range(6)]
 CLIENTS, PER_CLIENT = 4, 60  # per client: PER_CLIENT unary calls and PER_CLIENT streamed
 
 
-def _env(url: str, key: str, grpc_port: int, http_port: int) -> dict[str, str]:
+def _env(url: str, key: str, grpc_port: int, http_port: int,
+         metrics_port: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZKMETER_")}
     env.update({
         "ZKMETER_DATABASE_URL": url,
         "ZKMETER_SIGNING_KEY": "e1" + "".join(f"{i:02x}" for i in range(31)),
         "ZKMETER_API_KEY_HASHES": json.dumps({hash_api_key(key): "operator"}),
         "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
-        "ZKMETER_METRICS_BIND": "127.0.0.1:0",
+        "ZKMETER_METRICS_BIND": f"127.0.0.1:{metrics_port}",
         "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}",
         "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",
         "ZKMETER_PROOF_WORKERS": "1",
@@ -89,12 +90,12 @@ def _recorded(metrics: str) -> float:
 
 def test_two_workers_on_one_postgresql_keep_every_chain_linear():
     key = new_api_key()
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     target = f"127.0.0.1:{grpc_port}"
     with temporary_database("zkmeter_workers") as url:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prover.cli", "serve", "--dev", "--workers", "2"],
-            env=_env(url, key, grpc_port, http_port), stdout=subprocess.PIPE,
+            env=_env(url, key, grpc_port, http_port, metrics_port), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         try:
             def both_up() -> bool:
@@ -112,8 +113,9 @@ def test_two_workers_on_one_postgresql_keep_every_chain_linear():
                 ok = sum(pool.map(_client, [(target, key, c) for c in range(CLIENTS)]))
             total = CLIENTS * PER_CLIENT * 2
             assert ok == total
-            # worker 0 serves /metrics for itself: it recorded some of the events, not all
-            worker0 = _recorded(httpx.get(f"http://127.0.0.1:{http_port}/metrics",
+            # worker 0 serves /metrics (on the operator's listener) for itself: it recorded
+            # some of the events, not all
+            worker0 = _recorded(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics",
                                           timeout=5).text)
             with Client(target, api_key=key) as zk:
                 chains = {user: zk.list_receipts(user) for user in USERS}

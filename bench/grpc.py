@@ -272,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         url = args.database_url or f"sqlite:///{os.path.join(tmp, 'bench.sqlite')}"
         settings = Settings(database_url=url, signing_key=bytes(SigningKey.generate()).hex())
         services = build_services(settings)
+        account = services.accounts.register_account(payer=bytes.fromhex("a1" * 20),
+                                                     asset=bytes(20),
+                                                     payer_x25519_public_key=bytes(32 * [9]))
+        for i in range(97):  # usage needs a billing account
+            services.accounts.register_user(f"user-{i}", account.account_id)
         key = new_api_key()
         server = ServerThread(services, api_key_hashes=[hash_api_key(key)],
                               writers=1 if url.startswith("sqlite") else 4)

@@ -50,6 +50,7 @@ import psycopg
 from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 from nacl.signing import SigningKey
 
+from prover.accounts.registry import AccountRegistry
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
@@ -213,9 +214,20 @@ def _processes(url: str, *, workers: int, n: int, users: int, batch: int, text: 
     return (n // workers) * workers / slowest
 
 
+def enroll(meter: Meter, users: int) -> None:
+    """Put user-0 .. user-(users-1) under one billing account (usage needs an account)."""
+    reg = AccountRegistry(meter.ledger.engine, operator=bytes(20),
+                          provider_key=meter.provider_id)
+    account = reg.register_account(payer=bytes.fromhex("a1" * 20), asset=bytes(20),
+                                   payer_x25519_public_key=bytes(32 * [9]))
+    for i in range(users):
+        reg.register_user(f"user-{i}", account.account_id)
+
+
 def bench_backend(url: str, *, events: int, batch: int, users: int, workers: int,
                   texts: Sequence[tuple[list[Message], str]]) -> dict[str, Any]:
     meter = _meter(url, migrate=True)
+    enroll(meter, users)
     _run(meter, _counts("warm", batch, users), batch)  # open the epoch, warm caches
     sample = meter.record(_counts("size", 1, users)[0]).receipt
     single_n = max(200, events // 20)

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from prover.accounts.escrow import EscrowSource
+from prover.accounts.registry import AccountRegistry
 from prover.config import Settings
 from prover.epoch.service import EpochParams, EpochService
 from prover.epoch.storage import EpochStore
@@ -16,17 +18,22 @@ class Services:
     meter: Meter
     epochs: EpochService
     store: EpochStore
+    accounts: AccountRegistry
 
     def close(self) -> None:
         """Release database connections."""
         self.meter.ledger.dispose()
 
 
-def build_services(settings: Settings | None = None) -> Services:
-    """Open the ledger (migrating it), and build the meter and the epoch service."""
+def build_services(settings: Settings | None = None, *,
+                   escrow: EscrowSource | None = None) -> Services:
+    """Open the ledger (migrating it), and build the meter, the account register and the
+    epoch service; ``escrow`` sets the prepaid limits (None: no limits)."""
     settings = settings or Settings()
-    meter = Meter.from_settings(settings)
+    meter = Meter.from_settings(settings, escrow=escrow)
     store = EpochStore(meter.ledger.engine)
+    accounts = AccountRegistry(meter.ledger.engine, operator=settings.operator_bytes(),
+                               provider_key=meter.provider_id)
     params = EpochParams(
         chain_id=settings.chain_id, contract=settings.contract_bytes(),
         bit_size=settings.bit_size, min_leaves=settings.min_leaves,
@@ -37,4 +44,5 @@ def build_services(settings: Settings | None = None) -> Services:
         ray_tls=settings.ray_tls(), ray_allow_plaintext=settings.ray_allow_plaintext)
     epochs = EpochService(ledger=meter.ledger, store=store,
                           signing_key=settings.load_signing_key(), params=params)
-    return Services(settings=settings, meter=meter, epochs=epochs, store=store)
+    return Services(settings=settings, meter=meter, epochs=epochs, store=store,
+                    accounts=accounts)

@@ -14,6 +14,13 @@
 * ``ZKMETER_CHAIN_ID``, ``ZKMETER_CONTRACT_ADDRESS``: where epochs settle; both are bound
   into every range proof (defaults: 31337 and the zero address, which ``zkmeter serve`` and
   ``zkmeter epoch close`` refuse unless ``--dev``: set both from ``zkmeter chain deploy``);
+* ``ZKMETER_OPERATOR_ADDRESS``: the address that registered the provider on-chain; with the
+  signing key it makes the provider id, and with a payer and an asset each billing account's
+  id (default: the zero address, for a meter that does not settle);
+* ``ZKMETER_ESCROW_HEADROOM_UNITS``: units of each prepaid account's escrow the meter keeps
+  back (never bills), a margin for escrow that changes between two reads (default 0);
+* ``ZKMETER_ESCROW_TTL_SECONDS``: how long a read of an account's escrow is reused
+  (default 5; contract events drop it earlier);
 * ``ZKMETER_MIN_LEAVES``: epochs are padded to at least this many leaves (default 16);
 * ``ZKMETER_ALLOW_EMPTY_EPOCHS``: publish an epoch with no usage when asked to close it
   (default false: such a close is refused with FAILED_PRECONDITION / exit 1);
@@ -101,7 +108,10 @@ class Settings(BaseSettings):
     count_workers: int = Field(default=0, ge=0, le=64)
     chain_id: int = Field(default=31_337, ge=0, lt=2**256)
     contract_address: str = "0x" + "00" * 20
-    min_leaves: int = Field(default=16, ge=1, le=1 << 20)
+    operator_address: str = "0x" + "00" * 20
+    escrow_headroom_units: int = Field(default=0, ge=0, lt=2**63)
+    escrow_ttl_seconds: float = Field(default=5.0, ge=0)
+    min_leaves: int = Field(default=16, ge=1, le=1024)
     allow_empty_epochs: bool = False
     proof_workers: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
@@ -154,12 +164,12 @@ class Settings(BaseSettings):
             return dict(self.api_key_hashes)
         return {digest: ROLE_GATEWAY for digest in self.api_key_hashes}
 
-    @field_validator("contract_address")
+    @field_validator("contract_address", "operator_address")
     @classmethod
-    def _contract(cls, value: str) -> str:
+    def _address(cls, value: str) -> str:
         raw = value.removeprefix("0x")
         if len(raw) != 40 or not _is_hex(raw.encode("ascii", "replace")):
-            raise ValueError("contract_address must be a 20-byte hex address")
+            raise ValueError("expected a 20-byte hex address")
         return "0x" + raw.lower()
 
     def ray_tls(self) -> "RayTls | None":
@@ -174,6 +184,10 @@ class Settings(BaseSettings):
                               "and ZKMETER_RAY_TLS_CA_FILE, or none")
         cert, key, ca = (str(f) for f in files)
         return RayTls(cert, key, ca)
+
+    def operator_bytes(self) -> bytes:
+        """The operator address as 20 bytes."""
+        return bytes.fromhex(self.operator_address[2:])
 
     def contract_bytes(self) -> bytes:
         """The settlement contract address as 20 bytes."""

@@ -247,8 +247,12 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
         with Client(f"127.0.0.1:{ep.grpc_port}", api_key=api_key) as zk:
             people = [User(f"user-{i + 1:02d}", PrivateKey.generate()) for i in range(users)]
             with timer.phase("register_users"):
+                account = zk.register_account(
+                    payer=bytes.fromhex(payer[2:]), asset=bytes(20),
+                    payer_x25519_public_key=bytes(PrivateKey.generate().public_key))
                 for person in people:
-                    zk.register_user_key(person.name, bytes(person.key.public_key))
+                    zk.register_user(person.name, account.account_id,
+                                     bytes(person.key.public_key))
             everything = _requests(people, requests, rng)
             plan = [item for item in everything if item[1] is not None]
             replayed = 0

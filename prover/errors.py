@@ -28,6 +28,32 @@ class UnitsOverflowError(MeteringError):
     stored. gRPC: RESOURCE_EXHAUSTED."""
 
 
+class UnknownUserError(MeteringError, LookupError):
+    """The user is not registered under a billing account (a gateway registers it first);
+    nothing was stored. gRPC: NOT_FOUND."""
+
+
+class AccountStateError(MeteringError):
+    """The user's billing account is not open, or a registration contradicts the accounts
+    (a user moved to another account, a closed account). gRPC: FAILED_PRECONDITION."""
+
+
+class PrepaidLimitError(MeteringError):
+    """The usage would take the account past its unreserved escrow (open epoch plus unsettled
+    epochs, less the headroom); nothing was stored. ``remaining_units`` is what the account can
+    still be billed. gRPC: RESOURCE_EXHAUSTED."""
+
+    def __init__(self, message: str, *, account_id: bytes, remaining_units: int) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+        self.remaining_units = remaining_units
+
+
+class AccountLeafLimitError(MeteringError):
+    """The account already has the most users one epoch can settle (MAX_LEAVES); a new
+    user's first event of the epoch is refused. gRPC: RESOURCE_EXHAUSTED."""
+
+
 class RateCardError(MeteringError, ValueError):
     """A rate card file is malformed: bad TOML, unknown keys, non-integer or negative prices."""
 

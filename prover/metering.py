@@ -34,6 +34,8 @@ from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 from nacl.signing import SigningKey
 
 from circuits.hashing import keccak256
+from prover.accounts.admission import AccountGate
+from prover.accounts.escrow import EscrowSource
 from prover.config import BIT_SIZES, Settings
 from prover.epoch.service import master_secret
 from prover.errors import (
@@ -192,12 +194,15 @@ class Meter:
                                              master_secret(signing_key))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Meter":
-        """A meter wired from the configuration (migrates the database)."""
+    def from_settings(cls, settings: Settings, *,
+                      escrow: EscrowSource | None = None) -> "Meter":
+        """A meter wired from the configuration (migrates the database); ``escrow`` gives
+        the prepaid limits (prover/accounts/escrow.py), None for none."""
         key = settings.load_signing_key()
         ledger = Ledger.from_url(settings.database_url.get_secret_value(),
                                  provider_id=bytes(key.verify_key),
                                  timeouts=settings.db_timeouts())
+        ledger.gate = AccountGate(escrow=escrow, headroom_units=settings.escrow_headroom_units)
         return cls(ledger=ledger, signing_key=key, rate_card=load_rate_card(settings.rate_card),
                    counter=TokenCounter(settings.model_encodings), bit_size=settings.bit_size,
                    epoch_seconds=settings.epoch_seconds,

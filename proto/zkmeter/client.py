@@ -121,6 +121,37 @@ class Client:
             metadata=self._metadata, timeout=self.timeout)
         return int(response.effective_epoch_id)
 
+    def register_account(self, *, payer: bytes, asset: bytes,
+                         payer_x25519_public_key: bytes) -> meter_pb2.Account:
+        """Create a billing account (or update an open one's payer key); returns it."""
+        account: meter_pb2.Account = self.meter.RegisterAccount(
+            meter_pb2.RegisterAccountRequest(payer=payer, asset=asset,
+                                             payer_x25519_public_key=payer_x25519_public_key),
+            metadata=self._metadata, timeout=self.timeout)
+        return account
+
+    def register_user(self, user_id: str, account_id: bytes,
+                      x25519_public_key: bytes = b"") -> None:
+        """Put a user under a billing account, with its X25519 key (or none)."""
+        self.meter.RegisterUser(
+            meter_pb2.RegisterUserRequest(user_id=user_id, account_id=account_id,
+                                          x25519_public_key=x25519_public_key),
+            metadata=self._metadata, timeout=self.timeout)
+
+    def account(self, account_id: bytes) -> meter_pb2.Account:
+        """One billing account."""
+        account: meter_pb2.Account = self.meter.GetAccount(
+            meter_pb2.GetAccountRequest(account_id=account_id), metadata=self._metadata,
+            timeout=self.timeout)
+        return account
+
+    def close_account(self, account_id: bytes) -> meter_pb2.Account:
+        """Refuse the account's usage from now on."""
+        account: meter_pb2.Account = self.meter.CloseAccount(
+            meter_pb2.CloseAccountRequest(account_id=account_id), metadata=self._metadata,
+            timeout=self.timeout)
+        return account
+
     def current_epoch(self) -> epoch_pb2.Epoch:
         """The open epoch."""
         epoch: epoch_pb2.Epoch = self.epochs.GetCurrentEpoch(

@@ -28,17 +28,22 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import SQLAlchemyError
 
 from circuits.hashing import keccak256
+from prover.accounts.registry import Account
 from prover.api.metrics import observe_ingest
 from prover.app import Services
 from prover.config import ROLE_GATEWAY, ROLE_OPERATOR
 from prover.errors import (
+    AccountLeafLimitError,
+    AccountStateError,
     EpochStateError,
     IdempotencyConflictError,
     InvalidRequestError,
     LedgerError,
     MeteringError,
+    PrepaidLimitError,
     UnitsOverflowError,
     UserKeyExistsError,
+    UnknownUserError,
 )
 from prover.ledger import EpochInfo, Stored
 from prover.ledger.faults import describe
@@ -79,6 +84,8 @@ OPERATOR_METHODS = frozenset({
     f"/{EPOCH_SERVICE}/CloseEpoch",
     f"/{EPOCH_SERVICE}/GetOpening",
     f"/{METER_SERVICE}/RotateUserKey",
+    f"/{METER_SERVICE}/RegisterAccount",
+    f"/{METER_SERVICE}/CloseAccount",
 })
 
 
@@ -292,8 +299,12 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.ALREADY_EXISTS, message, "idempotency_key"
     if isinstance(exc, UserKeyExistsError):
         return grpc.StatusCode.ALREADY_EXISTS, message, "x25519_public_key"
-    if isinstance(exc, UnitsOverflowError):
+    if isinstance(exc, UnitsOverflowError | PrepaidLimitError | AccountLeafLimitError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, message, ""
+    if isinstance(exc, UnknownUserError):
+        return grpc.StatusCode.NOT_FOUND, message, "user_id" if "user_id" in message else ""
+    if isinstance(exc, AccountStateError):
+        return grpc.StatusCode.FAILED_PRECONDITION, message, ""
     if isinstance(exc, EpochStateError):
         return grpc.StatusCode.FAILED_PRECONDITION, message, ""
     if isinstance(exc, LedgerError):
@@ -314,10 +325,15 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if code == grpc.StatusCode.INTERNAL:
         log.error("internal error in a gRPC call: %s", type(exc).__name__)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
-    if field:
+    if field and code != grpc.StatusCode.NOT_FOUND:
         detail = error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=field, description=message)])
         status.details.add().Pack(detail)
+    if isinstance(exc, PrepaidLimitError):
+        status.details.add().Pack(error_details_pb2.ErrorInfo(
+            reason="PREPAID_LIMIT", domain="zkmeter.v1",
+            metadata={"account_id": "0x" + exc.account_id.hex(),
+                      "remaining_units": str(exc.remaining_units)}))
     await context.abort_with_status(rpc_status.to_status(status))
 
 
@@ -367,6 +383,15 @@ def receipt_to_proto(receipt: Receipt) -> meter_pb2.Receipt:
 def _response(stored: Stored) -> meter_pb2.RecordUsageResponse:
     return meter_pb2.RecordUsageResponse(receipt=receipt_to_proto(stored.receipt),
                                          replayed=stored.replayed)
+
+
+def account_to_proto(account: Account) -> meter_pb2.Account:
+    """The wire form of a billing account."""
+    return meter_pb2.Account(
+        account_id=account.account_id, payer=account.payer, asset=account.asset,
+        payer_x25519_public_key=account.payer_x25519_public_key,
+        status=meter_pb2.ACCOUNT_STATUS_OPEN if account.status == "open"
+        else meter_pb2.ACCOUNT_STATUS_CLOSED)
 
 
 def epoch_to_proto(info: EpochInfo, services: Services) -> epoch_pb2.Epoch:
@@ -553,6 +578,14 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
             raise LookupError("there is no open epoch")
         return info.id
 
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any],
+                    *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (MeteringError, LookupError) as exc:
+            await abort_with(context, exc)
+            raise
+
     async def RegisterUserKey(self, request: meter_pb2.RegisterUserKeyRequest,
                               context: grpc.aio.ServicerContext
                               ) -> meter_pb2.RegisterUserKeyResponse:
@@ -583,6 +616,31 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         log.warning("user key rotated by an operator for user %s, effective from epoch %d",
                     keccak256(b"ZKMETER_LOGUSER1", user_id.encode()).hex()[:16], effective)
         return effective
+
+    async def RegisterUser(self, request: meter_pb2.RegisterUserRequest,
+                           context: grpc.aio.ServicerContext) -> meter_pb2.RegisterUserResponse:
+        key = bytes(request.x25519_public_key) or None
+        await self._call(context, self.services.accounts.register_user, request.user_id,
+                         bytes(request.account_id), key)
+        return meter_pb2.RegisterUserResponse()
+
+    async def RegisterAccount(self, request: meter_pb2.RegisterAccountRequest,
+                              context: grpc.aio.ServicerContext) -> meter_pb2.Account:
+        def register() -> Account:
+            return self.services.accounts.register_account(
+                payer=bytes(request.payer), asset=bytes(request.asset),
+                payer_x25519_public_key=bytes(request.payer_x25519_public_key))
+        return account_to_proto(await self._call(context, register))
+
+    async def GetAccount(self, request: meter_pb2.GetAccountRequest,
+                         context: grpc.aio.ServicerContext) -> meter_pb2.Account:
+        return account_to_proto(await self._call(context, self.services.accounts.account,
+                                                 bytes(request.account_id)))
+
+    async def CloseAccount(self, request: meter_pb2.CloseAccountRequest,
+                           context: grpc.aio.ServicerContext) -> meter_pb2.Account:
+        return account_to_proto(await self._call(
+            context, self.services.accounts.close_account, bytes(request.account_id)))
 
 
 def _user_key(request: Any) -> tuple[str, bytes]:

@@ -102,6 +102,58 @@ user_keys = Table(
     Column("next_from_epoch", BigInteger, nullable=True),
 )
 
+# --- billing accounts (migration v0005; prover/accounts/) --------------------------------
+
+ACCOUNT_OPEN = "open"
+ACCOUNT_CLOSED = "closed"
+
+# One row per billing account (provider, payer, asset); the id is the contract's.
+accounts = Table(
+    "accounts", metadata,
+    Column("account_id", LargeBinary(32), primary_key=True),
+    Column("payer", LargeBinary(20), nullable=False),
+    Column("asset", LargeBinary(20), nullable=False),
+    Column("payer_x25519_public_key", LargeBinary(32), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("opened_ms", BigInteger, nullable=False),
+    Column("closed_ms", BigInteger, nullable=True),
+    CheckConstraint("status IN ('open', 'closed')", name="status"),
+)
+
+# Every user belongs to exactly one account, for good.
+account_users = Table(
+    "account_users", metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("account_id", LargeBinary(32), ForeignKey("accounts.account_id"), nullable=False),
+    Column("registered_ms", BigInteger, nullable=False),
+    Index("ix_account_users_account", "account_id"),
+)
+
+# Per account and epoch: units metered and users with usage (kept by the ingest transaction;
+# the prepaid limit and the leaf limit read them under the account's row lock).
+account_epochs = Table(
+    "account_epochs", metadata,
+    Column("account_id", LargeBinary(32), ForeignKey("accounts.account_id"), nullable=False),
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("users", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "epoch_id"),
+    CheckConstraint("units >= 0 AND users >= 0", name="nonneg"),
+)
+
+# One row per account with usage in a closing epoch: its bundle and sealed payer statement.
+account_bundles = Table(
+    "account_bundles", metadata,
+    Column("epoch_id", BigInteger, ForeignKey("epochs.id"), nullable=False),
+    Column("account_id", LargeBinary(32), ForeignKey("accounts.account_id"), nullable=False),
+    Column("leaves_total", Integer, nullable=False),
+    Column("merkle_root", LargeBinary(32), nullable=True),
+    Column("total_units", BigInteger, nullable=True),
+    Column("bundle_json", LargeBinary, nullable=True),
+    Column("statement", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("epoch_id", "account_id"),
+)
+
 # One row per epoch whose close has started: progress, then the published bundle.
 epoch_closes = Table(
     "epoch_closes", metadata,
@@ -125,6 +177,7 @@ epoch_leaves = Table(
     Column("tag", LargeBinary(32), nullable=False),
     Column("commitment", LargeBinary(64), nullable=False),
     Column("proof", LargeBinary, nullable=False),
+    Column("account_id", LargeBinary(32), nullable=True),  # v0005; NULL before accounts
     PrimaryKeyConstraint("epoch_id", "tag"),
 )
 
@@ -139,8 +192,10 @@ epoch_openings = Table(
     Column("opening", LargeBinary, nullable=True),
     # when the plaintext opening is deleted (ZKMETER_PLAINTEXT_OPENING_RETENTION_DAYS; v0004)
     Column("opening_expires_ms", BigInteger, nullable=True),
+    Column("account_id", LargeBinary(32), nullable=True),  # v0005; NULL before accounts
     PrimaryKeyConstraint("epoch_id", "tag"),
     Index("ix_epoch_openings_user", "epoch_id", "user_id"),
 )
 
-TABLES = (epochs, user_states, events, user_keys, epoch_closes, epoch_leaves, epoch_openings)
+TABLES = (epochs, user_states, events, user_keys, epoch_closes, epoch_leaves, epoch_openings,
+          accounts, account_users, account_epochs, account_bundles)

@@ -52,6 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from circuits.hashing import keccak256
+from prover.accounts import admission as _admission  # the module: it imports our schema
 from prover.errors import (
     ConfigError,
     EpochStateError,
@@ -238,13 +239,15 @@ class Ledger:
     """The metering ledger of one provider (module docstring)."""
 
     def __init__(self, engine: Engine, *, provider_id: bytes,
-                 clock_ms: Callable[[], int] = now_ms) -> None:
+                 clock_ms: Callable[[], int] = now_ms,
+                 gate: "_admission.AccountGate | None" = None) -> None:
         if not isinstance(provider_id, bytes) or len(provider_id) != 32:
             raise ConfigError("provider_id must be the provider's 32-byte Ed25519 public key")
         self.engine = engine
         self.provider_id = provider_id
         self.timeouts = engine_timeouts(engine)
         self._clock_ms = clock_ms
+        self.gate = gate or _admission.AccountGate()  # who may be billed (prover/accounts)
         dialect = engine.dialect.name
         self._postgres = dialect == "postgresql"
 
@@ -401,8 +404,11 @@ class Ledger:
         if epoch.rate_card_hash != rate_card_hash or epoch.bit_size != bit_size:
             raise EpochStateError(f"the open epoch {epoch.id} uses another rate card or bit "
                                   "size; close it to switch")
-        users = sorted({item.user_id for item in items})
-        if self._postgres:  # create missing rows first, so that every row can be locked
+        admission = self.gate.begin(conn, epoch_id=epoch.id,
+                                    users=sorted({item.user_id for item in items}))
+        users = admission.registered(sorted({item.user_id for item in items}))
+        if self._postgres and users:  # create missing rows first, so that every row can be
+            # locked
             conn.exec_driver_sql(_PG_ENSURE_STATES, {"epoch": epoch.id, "zero": ZERO32,
                                                      "users": users})
         state: dict[str, list[Any]] = {
@@ -418,6 +424,7 @@ class Ledger:
         new_users = {u for u in users if u not in state}
         for u in new_users:
             state[u] = [0, 0, ZERO32]
+        admission.lock(conn, first_users={u for u in users if state[u][0] == 0})
         keys = list({item.key_digest for item in items})
         if self._postgres:  # one array parameter: a plan that does not depend on the batch
             found = conn.exec_driver_sql(_PG_FIND_KEYS, {"provider": self.provider_id,
@@ -444,6 +451,10 @@ class Ledger:
                     outcomes.append(IdempotencyConflictError(
                         "this idempotency key was already used with a different payload"))
                 continue
+            if item.user_id not in state:  # not registered under an account
+                refused = admission.admit(item.user_id, item.units, first_event=True)
+                outcomes.append(refused or LedgerError("unregistered user admitted"))
+                continue
             seq, total, last_hash = state[item.user_id]
             position = ChainPosition(epoch=epoch, seq=seq + 1, prev_hash=last_hash,
                                      total_before=total, timestamp_ms=now)
@@ -451,6 +462,10 @@ class Ledger:
                 receipt = seal(item, position)
             except MeteringError as exc:
                 outcomes.append(exc)
+                continue
+            refused = admission.admit(item.user_id, item.units, first_event=seq == 0)
+            if refused is not None:  # the receipt is dropped: never issued, nothing stored
+                outcomes.append(refused)
                 continue
             if receipt.total_units > LEDGER_MAX_UNITS:
                 raise LedgerError("running total beyond the ledger's 63-bit columns")
@@ -491,6 +506,7 @@ class Ledger:
                     {"b_epoch": epoch.id, "b_user": u, "b_seq": state[u][0],
                      "b_total": state[u][1], "b_hash": state[u][2]}
                     for u in changed if u not in new_users])
+        admission.flush(conn)
         return outcomes
 
     # --- transactions --------------------------------------------------------------------

@@ -16,15 +16,19 @@ from prover.config import Settings
 from prover.epoch.derive import user_tag
 from prover.epoch.service import master_secret
 from tests.api.grpc_harness import ServerThread
+from verifier.account import ETH
 from verifier.bundle import parse_bundle, verify_bundle
 from verifier.opening import Opening, check_opening, unseal
 from verifier.receipts import check_text, decode_receipt, verify_chain, verify_signature
 from verifier.tokens import Message, count_chat, count_text, get_encoding
 from zkmeter.client import Client, usage_request
-from zkmeter.v1 import meter_pb2_grpc
+from zkmeter.v1 import meter_pb2, meter_pb2_grpc
 
 SEED = "b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfef"
 MARKER = "zq-secret-prompt-marker-7731"
+PAYER = bytes.fromhex("a1" * 20)
+GRPC_USERS = ("alice", "bob", "carol", "dave", "erin", "f", "g", "h", "x", "ivy", "k1", "k2",
+              "nokey", *(f"u{i}" for i in range(9)))
 
 
 @pytest.fixture()
@@ -32,6 +36,10 @@ def services(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}", signing_key=SEED,
                         proof_workers=1, contract_address="0x" + "42" * 20)
     services = build_services(settings)
+    account = services.accounts.register_account(payer=PAYER, asset=ETH,
+                                                 payer_x25519_public_key=bytes(32 * [9]))
+    for user in GRPC_USERS:
+        services.accounts.register_user(user, account.account_id)
     yield services
     services.close()
 
@@ -292,3 +300,62 @@ def test_text_never_reaches_the_database_or_logs(client, services, caplog):
                     raw = value if isinstance(value, bytes) else str(value).encode()
                     assert MARKER.encode() not in raw, table.name
     assert MARKER not in caplog.text
+
+
+def test_accounts_and_users_over_grpc(client, services):
+    payer, token = bytes.fromhex("b2" * 20), bytes.fromhex("c3" * 20)
+    account = client.register_account(payer=payer, asset=token,
+                                      payer_x25519_public_key=bytes(32 * [5]))
+    assert account.account_id == services.accounts.account_id(payer, token)
+    assert account.status == meter_pb2.ACCOUNT_STATUS_OPEN
+    assert client.account(account.account_id).payer == payer
+    key = PrivateKey.generate()
+    client.register_user("new-user", account.account_id, bytes(key.public_key))
+    receipt = client.record_usage(idempotency_key="n1", user_id="new-user", model="gpt-4o",
+                                  input_tokens=1, output_tokens=1).receipt
+    assert receipt.sequence == 1
+    with pytest.raises(grpc.RpcError) as err:  # a user never moves to another account
+        client.register_user("alice", account.account_id)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_user("y", b"\x01" * 32)  # no such account
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_user("y", b"\x01" * 31)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_account(payer=payer[:19], asset=token,
+                                payer_x25519_public_key=bytes(32))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    closed = client.close_account(account.account_id)
+    assert closed.status == meter_pb2.ACCOUNT_STATUS_CLOSED
+    before = count_rows(services, "events")
+    with pytest.raises(grpc.RpcError) as err:
+        client.record_usage(idempotency_key="n2", user_id="new-user", model="gpt-4o",
+                            input_tokens=1, output_tokens=1)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "closed" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.account(b"\x07" * 32)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert count_rows(services, "events") == before
+
+
+def test_unregistered_user_is_not_found_and_stores_nothing(client, services):
+    with pytest.raises(grpc.RpcError) as err:
+        client.record_usage(idempotency_key="s1", user_id="stranger", model="gpt-4o",
+                            input_tokens=1, output_tokens=1)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not registered" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_user_key("stranger", bytes(32 * [3]))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    responses = list(client.record_usage_stream([
+        usage_request(idempotency_key="s2", user_id="stranger", model="gpt-4o",
+                      input_tokens=1, output_tokens=1),
+        usage_request(idempotency_key="s3", user_id="alice", model="gpt-4o",
+                      input_tokens=1, output_tokens=1)]))
+    assert responses[0].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert responses[1].receipt.sequence == 1
+    assert count_rows(services, "events") == 1
+    assert count_rows(services, "user_states") == 1

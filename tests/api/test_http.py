@@ -18,6 +18,7 @@ from nacl.public import PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 
+from prover.accounts.registry import AccountRegistry
 from prover.api.http import create_http_app, create_metrics_app
 from prover.api.http_server import uvicorn_config
 from prover.api.metrics import observe_ingest
@@ -89,14 +90,22 @@ def build_services(url: str) -> Services:
     epochs = EpochService(ledger=meter.ledger, store=store,
                           signing_key=config.load_signing_key(), params=params,
                           executor_factory=InlineExecutor)
-    return Services(settings=config, meter=meter, epochs=epochs, store=store)
+    accounts = AccountRegistry(meter.ledger.engine, operator=config.operator_bytes(),
+                               provider_key=meter.provider_id)
+    return Services(settings=config, meter=meter, epochs=epochs, store=store,
+                    accounts=accounts)
 
 
 def make_world(url: str) -> World:
     services = build_services(url)
     keys = {user: PrivateKey.generate() for user in USERS[:4]}  # the last user has no key
-    for user, key in keys.items():
-        services.store.register_user_key(user, bytes(key.public_key))
+    account = services.accounts.register_account(payer=bytes.fromhex("a1" * 20),
+                                                 asset=bytes(20),
+                                                 payer_x25519_public_key=bytes(32 * [9]))
+    for user in USERS:
+        key = keys.get(user)
+        services.accounts.register_user(user, account.account_id,
+                                        None if key is None else bytes(key.public_key))
     for i in range(15):
         services.meter.record(UsageRequest(
             idempotency_key=f"req-{i}", user_id=USERS[i % len(USERS)], model=MODEL,

@@ -68,6 +68,9 @@ def test_serve_runs_both_servers_and_drains_on_sigterm(server_env):
                 health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         with Client(target, api_key=key) as zk:
+            account = zk.register_account(payer=b"\xa1" * 20, asset=bytes(20),
+                                          payer_x25519_public_key=b"\x09" * 32)
+            zk.register_user("u", account.account_id)
             receipt = zk.record_usage(idempotency_key="s1", user_id="u", model="gpt-4o",
                                       input_tokens=3, output_tokens=4).receipt
             assert receipt.sequence == 1

@@ -9,6 +9,7 @@ import pytest
 from prover.api.grpc_server import TlsFiles, hash_api_key, new_api_key
 from prover.app import build_services
 from prover.config import Settings
+from tests.accounts import enroll
 from tests.api.grpc_harness import ServerThread
 from zkmeter.client import Client
 
@@ -41,6 +42,7 @@ def services(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'tls.sqlite'}",
                         signing_key="5a" + "".join(f"{i:02x}" for i in range(40, 71)))
     services = build_services(settings)
+    enroll(services.meter.ledger.engine, services.meter.provider_id, ["t"])
     yield services
     services.close()
 

@@ -16,6 +16,7 @@ from prover.ledger import Ledger
 from prover.ledger.schema import epoch_leaves
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
+from tests.accounts import STANDARD_USERS, enroll
 from verifier.bundle import parse_bundle, verify_bundle
 from verifier.opening import Opening, check_opening, unseal
 from verifier.tokens import Message
@@ -25,6 +26,7 @@ MODEL = "gpt-4o"
 
 def build(url, signing_key, *, min_leaves=16):
     ledger = Ledger.from_url(url, provider_id=bytes(signing_key.verify_key))
+    enroll(ledger.engine, ledger.provider_id, STANDARD_USERS)
     meter = Meter(ledger=ledger, signing_key=signing_key,
                   rate_card=load_rate_card(Settings().rate_card))
     store = EpochStore(ledger.engine)
@@ -90,6 +92,7 @@ def test_close_end_to_end(ledger_url, signing_key):
 
 def test_one_user_still_gets_a_padded_bundle(sqlite_url, signing_key):
     meter, _store, service = build(sqlite_url, signing_key)
+    enroll(meter.ledger.engine, meter.provider_id, ["solo"])
     meter.record(UsageRequest(idempotency_key="only", user_id="solo", model=MODEL,
                               input_tokens=10, output_tokens=5))
     closed = service.close()

@@ -16,6 +16,7 @@ from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
+from tests.accounts import STANDARD_USERS, enroll
 from verifier.bundle import parse_bundle, verify_bundle
 
 LEAVES = 256
@@ -83,6 +84,7 @@ def two_identical_ledgers(tmp_path, signing_key):
     """A ledger with an epoch moved to `closing`, and a byte copy of its file."""
     a = tmp_path / "a.sqlite"
     ledger = Ledger.from_url(f"sqlite:///{a}", provider_id=bytes(signing_key.verify_key))
+    enroll(ledger.engine, ledger.provider_id, STANDARD_USERS)
     meter = Meter(ledger=ledger, signing_key=signing_key,
                   rate_card=load_rate_card(Settings().rate_card))
     for i in range(60):

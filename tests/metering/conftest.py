@@ -15,6 +15,7 @@ from prover.ledger import Ledger, make_engine, migrate
 from prover.ledger.schema import metadata
 from prover.metering import Meter
 from prover.ratecard import loads_rate_card
+from tests.accounts import STANDARD_USERS, enroll
 from tests.postgres import temporary_database
 
 PROVIDER_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -94,6 +95,8 @@ def make_meter(db_url, signing_key, rate_card):
     def factory(**kwargs):
         ledger = Ledger.from_url(db_url, provider_id=bytes(signing_key.verify_key),
                                  run_migrations=False)
+        if not made:  # the standard users, under one account
+            enroll(ledger.engine, ledger.provider_id, STANDARD_USERS)
         meter = Meter(ledger=ledger, signing_key=signing_key,
                       rate_card=kwargs.pop("rate_card", rate_card), **kwargs)
         made.append(meter)

@@ -83,6 +83,7 @@ def test_invalid_settings(monkeypatch, name, value):
 
 def test_meter_from_settings(tmp_path, monkeypatch):
     from prover.metering import Meter, UsageRequest
+    from tests.accounts import enroll
     monkeypatch.setenv("ZKMETER_SIGNING_KEY", SEED_HEX)
     monkeypatch.setenv("ZKMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'z.sqlite'}")
     monkeypatch.setenv("ZKMETER_MODEL_ENCODINGS", '{"gpt-4o": "cl100k_base"}')
@@ -91,6 +92,7 @@ def test_meter_from_settings(tmp_path, monkeypatch):
     try:
         assert meter.provider_id == bytes(Settings().load_signing_key().verify_key)
         assert meter.bit_size == 32 and meter.counter.encoding_for("gpt-4o") == "cl100k_base"
+        enroll(meter.ledger.engine, meter.provider_id, ["alice"])
         receipt = meter.record(UsageRequest("k", "alice", "gpt-4o", input_tokens=1,
                                             output_tokens=1)).receipt
         assert receipt.rate_card_hash == meter.rate_card.hash()

@@ -13,6 +13,7 @@ from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
+from tests.accounts import enroll
 from verifier.cli import app
 from verifier.tokens import Message
 
@@ -37,6 +38,7 @@ def world(tmp_path_factory):
     key = SigningKey.generate()
     ledger = Ledger.from_url(f"sqlite:///{tmp / 'l.sqlite'}", provider_id=bytes(key.verify_key))
     meter = Meter(ledger=ledger, signing_key=key, rate_card=loads_rate_card(RATES))
+    enroll(ledger.engine, ledger.provider_id, ["alice", "bob"])
     store = EpochStore(ledger.engine)
     service = EpochService(
         ledger=ledger, store=store, signing_key=key, executor_factory=InlineExecutor,

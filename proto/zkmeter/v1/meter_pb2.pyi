@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class AccountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCOUNT_STATUS_UNSPECIFIED: _ClassVar[AccountStatus]
+    ACCOUNT_STATUS_OPEN: _ClassVar[AccountStatus]
+    ACCOUNT_STATUS_CLOSED: _ClassVar[AccountStatus]
+ACCOUNT_STATUS_UNSPECIFIED: AccountStatus
+ACCOUNT_STATUS_OPEN: AccountStatus
+ACCOUNT_STATUS_CLOSED: AccountStatus
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content", "name")
@@ -120,6 +130,20 @@ class ListReceiptsResponse(_message.Message):
     receipts: _containers.RepeatedCompositeFieldContainer[Receipt]
     def __init__(self, receipts: _Optional[_Iterable[_Union[Receipt, _Mapping]]] = ...) -> None: ...
 
+class RegisterUserRequest(_message.Message):
+    __slots__ = ("user_id", "account_id", "x25519_public_key")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    X25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    account_id: bytes
+    x25519_public_key: bytes
+    def __init__(self, user_id: _Optional[str] = ..., account_id: _Optional[bytes] = ..., x25519_public_key: _Optional[bytes] = ...) -> None: ...
+
+class RegisterUserResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class RegisterUserKeyRequest(_message.Message):
     __slots__ = ("user_id", "x25519_public_key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -145,3 +169,39 @@ class RotateUserKeyResponse(_message.Message):
     EFFECTIVE_EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     effective_epoch_id: int
     def __init__(self, effective_epoch_id: _Optional[int] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("account_id", "payer", "asset", "payer_x25519_public_key", "status")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYER_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    PAYER_X25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    account_id: bytes
+    payer: bytes
+    asset: bytes
+    payer_x25519_public_key: bytes
+    status: AccountStatus
+    def __init__(self, account_id: _Optional[bytes] = ..., payer: _Optional[bytes] = ..., asset: _Optional[bytes] = ..., payer_x25519_public_key: _Optional[bytes] = ..., status: _Optional[_Union[AccountStatus, str]] = ...) -> None: ...
+
+class RegisterAccountRequest(_message.Message):
+    __slots__ = ("payer", "asset", "payer_x25519_public_key")
+    PAYER_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    PAYER_X25519_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    payer: bytes
+    asset: bytes
+    payer_x25519_public_key: bytes
+    def __init__(self, payer: _Optional[bytes] = ..., asset: _Optional[bytes] = ..., payer_x25519_public_key: _Optional[bytes] = ...) -> None: ...
+
+class GetAccountRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: bytes
+    def __init__(self, account_id: _Optional[bytes] = ...) -> None: ...
+
+class CloseAccountRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: bytes
+    def __init__(self, account_id: _Optional[bytes] = ...) -> None: ...

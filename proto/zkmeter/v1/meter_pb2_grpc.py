@@ -59,6 +59,26 @@ class MeterServiceStub:
                 request_serializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyRequest.SerializeToString,
                 response_deserializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyResponse.FromString,
                 _registered_method=True)
+        self.RegisterUser = channel.unary_unary(
+                '/zkmeter.v1.MeterService/RegisterUser',
+                request_serializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserResponse.FromString,
+                _registered_method=True)
+        self.RegisterAccount = channel.unary_unary(
+                '/zkmeter.v1.MeterService/RegisterAccount',
+                request_serializer=zkmeter_dot_v1_dot_meter__pb2.RegisterAccountRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_meter__pb2.Account.FromString,
+                _registered_method=True)
+        self.GetAccount = channel.unary_unary(
+                '/zkmeter.v1.MeterService/GetAccount',
+                request_serializer=zkmeter_dot_v1_dot_meter__pb2.GetAccountRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_meter__pb2.Account.FromString,
+                _registered_method=True)
+        self.CloseAccount = channel.unary_unary(
+                '/zkmeter.v1.MeterService/CloseAccount',
+                request_serializer=zkmeter_dot_v1_dot_meter__pb2.CloseAccountRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_meter__pb2.Account.FromString,
+                _registered_method=True)
 
 
 class MeterServiceServicer:
@@ -95,6 +115,30 @@ class MeterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +166,26 @@ def add_MeterServiceServicer_to_server(servicer, server):
                     servicer.RotateUserKey,
                     request_deserializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyRequest.FromString,
                     response_serializer=zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyResponse.SerializeToString,
+            ),
+            'RegisterUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterUser,
+                    request_deserializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_meter__pb2.RegisterUserResponse.SerializeToString,
+            ),
+            'RegisterAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterAccount,
+                    request_deserializer=zkmeter_dot_v1_dot_meter__pb2.RegisterAccountRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_meter__pb2.Account.SerializeToString,
+            ),
+            'GetAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccount,
+                    request_deserializer=zkmeter_dot_v1_dot_meter__pb2.GetAccountRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_meter__pb2.Account.SerializeToString,
+            ),
+            'CloseAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseAccount,
+                    request_deserializer=zkmeter_dot_v1_dot_meter__pb2.CloseAccountRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_meter__pb2.Account.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +323,114 @@ class MeterService:
             '/zkmeter.v1.MeterService/RotateUserKey',
             zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyRequest.SerializeToString,
             zkmeter_dot_v1_dot_meter__pb2.RotateUserKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.MeterService/RegisterUser',
+            zkmeter_dot_v1_dot_meter__pb2.RegisterUserRequest.SerializeToString,
+            zkmeter_dot_v1_dot_meter__pb2.RegisterUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.MeterService/RegisterAccount',
+            zkmeter_dot_v1_dot_meter__pb2.RegisterAccountRequest.SerializeToString,
+            zkmeter_dot_v1_dot_meter__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.MeterService/GetAccount',
+            zkmeter_dot_v1_dot_meter__pb2.GetAccountRequest.SerializeToString,
+            zkmeter_dot_v1_dot_meter__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.MeterService/CloseAccount',
+            zkmeter_dot_v1_dot_meter__pb2.CloseAccountRequest.SerializeToString,
+            zkmeter_dot_v1_dot_meter__pb2.Account.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,172 @@
+"""Admission of usage into the ledger: the user's account, its state, its limits.
+
+Runs inside the ledger's append transaction (prover/ledger/store.py), after the per-user
+state rows are locked and before any event is sealed, so that a refused event stores nothing
+and a receipt is never issued for usage that cannot be billed:
+
+1. every user of the batch must be registered under an account (else UnknownUserError);
+2. the batch's accounts are locked in id order: ``FOR UPDATE`` when the account has a
+   prepaid limit or the batch brings a user's first event of the epoch, ``FOR SHARE``
+   otherwise (on SQLite, ``BEGIN IMMEDIATE`` already serializes every writer); the account
+   must be ``open`` (else AccountStateError);
+3. a user's first event of the epoch needs a free leaf: at most ``max_leaves`` users per
+   account and epoch (else AccountLeafLimitError);
+4. with an escrow view (prover/accounts/escrow.py), the account's units of the open epoch and
+   of every epoch after the chain's ``lastEpochId``, plus this event, must stay within
+   ``available - headroom`` (else PrepaidLimitError naming the remaining units).
+
+The row lock is taken before the usage is read (PostgreSQL's READ COMMITTED gives each
+statement a fresh snapshot), so two concurrent bursts on one account see each other's
+committed units and cannot overshoot. The admitted units and new users are added to
+``account_epochs`` in the same transaction.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from prover.accounts.escrow import EscrowSource, EscrowView
+from prover.errors import (
+    AccountLeafLimitError,
+    AccountStateError,
+    ConfigError,
+    MeteringError,
+    PrepaidLimitError,
+    UnknownUserError,
+)
+from prover.ledger.schema import ACCOUNT_OPEN, account_epochs, account_users, accounts
+
+MAX_LEAVES = 1024  # the contract's MAX_LEAVES: leaves of one account's epoch
+
+
+@dataclass(slots=True)
+class _Account:
+    status: str
+    users: int  # users with usage in the open epoch
+    unsettled: int  # units of epochs the chain has not seen (the open one included)
+    view: EscrowView | None
+    added_units: int = 0
+    added_users: int = 0
+
+
+@dataclass(slots=True)
+class BatchAdmission:
+    """The accounts of one append transaction (module docstring)."""
+
+    gate: "AccountGate"
+    epoch_id: int
+    user_accounts: dict[str, bytes]
+    accounts: dict[bytes, _Account] = field(default_factory=dict)
+
+    def admit(self, user_id: str, units: int, *, first_event: bool) -> MeteringError | None:
+        """None if the event may be sealed (and count it), else the refusal."""
+        account_id = self.user_accounts.get(user_id)
+        if account_id is None:
+            return UnknownUserError(
+                "user_id is not registered under a billing account (register the user first)")
+        account = self.accounts[account_id]
+        if account.status != ACCOUNT_OPEN:
+            return AccountStateError(f"billing account 0x{account_id.hex()} is "
+                                     f"{account.status}; usage refused")
+        if first_event and account.users + account.added_users >= self.gate.max_leaves:
+            return AccountLeafLimitError(
+                f"billing account 0x{account_id.hex()} already has {self.gate.max_leaves} "
+                "users with usage this epoch (the most one settlement takes)")
+        if account.view is not None:
+            remaining = (account.view.available_units - self.gate.headroom_units
+                         - account.unsettled - account.added_units)
+            if units > remaining:
+                return PrepaidLimitError(
+                    f"billing account 0x{account_id.hex()} has {max(remaining, 0)} units of "
+                    f"prepaid escrow left; this event needs {units}",
+                    account_id=account_id, remaining_units=max(remaining, 0))
+        account.added_units += units
+        if first_event:
+            account.added_users += 1
+        return None
+
+    def registered(self, users: Sequence[str]) -> list[str]:
+        """The users of ``users`` that belong to an account (the others are refused)."""
+        return [u for u in users if u in self.user_accounts]
+
+    def lock(self, conn: Connection, *, first_users: set[str]) -> None:
+        """Lock the batch's accounts and read their usage (module docstring, step 2)."""
+        wanted = sorted(set(self.user_accounts.values()))
+        if not wanted:
+            return
+        escrow = self.gate.escrow
+        views = {a: escrow.view(a) if escrow is not None else None for a in wanted}
+        exclusive = {self.user_accounts[u] for u in first_users if u in self.user_accounts}
+        exclusive |= {a for a, v in views.items() if v is not None}
+        status: dict[bytes, str] = {}
+        query = select(accounts.c.account_id, accounts.c.status)
+        if conn.dialect.name == "postgresql":  # one row at a time, in id order: no deadlock
+            for account_id in wanted:
+                row = conn.execute(query.where(accounts.c.account_id == account_id)
+                                   .with_for_update(read=account_id not in exclusive)).first()
+                if row is not None:
+                    status[account_id] = row.status
+        else:  # BEGIN IMMEDIATE: this transaction is the only writer
+            status = {bytes(r.account_id): r.status for r in conn.execute(
+                query.where(accounts.c.account_id.in_(wanted)))}
+        epoch_id = self.epoch_id
+        oldest = min([epoch_id] + [v.last_epoch_id + 1 for v in views.values()
+                                   if v is not None])
+        usage: dict[bytes, list[int]] = {a: [0, 0] for a in wanted}
+        for used in conn.execute(select(account_epochs.c.account_id, account_epochs.c.epoch_id,
+                                        account_epochs.c.units, account_epochs.c.users)
+                                 .where(account_epochs.c.account_id.in_(wanted),
+                                        account_epochs.c.epoch_id >= oldest)):
+            account_id = bytes(used.account_id)
+            view = views[account_id]
+            if used.epoch_id == epoch_id:
+                usage[account_id][0] = used.users
+            if view is not None and used.epoch_id > view.last_epoch_id:
+                usage[account_id][1] += used.units
+        for account_id in wanted:
+            self.accounts[account_id] = _Account(
+                status=status.get(account_id, "missing"), users=usage[account_id][0],
+                unsettled=usage[account_id][1], view=views[account_id])
+
+    def flush(self, conn: Connection) -> None:
+        """Add the admitted units and users to ``account_epochs``."""
+        rows = [{"account_id": a, "epoch_id": self.epoch_id, "units": x.added_units,
+                 "users": x.added_users}
+                for a, x in sorted(self.accounts.items()) if x.added_units or x.added_users]
+        if not rows:
+            return
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        statement = dialect_insert(account_epochs)
+        statement = statement.on_conflict_do_update(
+            index_elements=["account_id", "epoch_id"],
+            set_={"units": account_epochs.c.units + statement.excluded.units,
+                  "users": account_epochs.c.users + statement.excluded.users})
+        conn.execute(statement, rows)
+
+
+class AccountGate:
+    """Admission settings of one ledger: the escrow source, headroom and leaf limit."""
+
+    def __init__(self, *, escrow: EscrowSource | None = None, headroom_units: int = 0,
+                 max_leaves: int = MAX_LEAVES) -> None:
+        if type(headroom_units) is not int or headroom_units < 0:
+            raise ConfigError("the escrow headroom must be a non-negative integer of units")
+        if type(max_leaves) is not int or not 1 <= max_leaves <= MAX_LEAVES:
+            raise ConfigError(f"max_leaves must be in [1, {MAX_LEAVES}]")
+        self.escrow = escrow
+        self.headroom_units = headroom_units
+        self.max_leaves = max_leaves
+
+    def begin(self, conn: Connection, *, epoch_id: int,
+              users: Sequence[str]) -> "BatchAdmission":
+        """Look the batch's users up (module docstring, step 1); no lock yet."""
+        user_accounts: dict[str, bytes] = {}
+        for start in range(0, len(users), 500):
+            chunk = list(users[start:start + 500])
+            for row in conn.execute(select(account_users.c.user_id, account_users.c.account_id)
+                                    .where(account_users.c.user_id.in_(chunk))):
+                user_accounts[row.user_id] = bytes(row.account_id)
+        return BatchAdmission(self, epoch_id, user_accounts)

@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prover.errors import ConfigError
@@ -166,10 +166,10 @@ class Settings(BaseSettings):
 
     @field_validator("contract_address", "operator_address")
     @classmethod
-    def _address(cls, value: str) -> str:
+    def _address(cls, value: str, info: ValidationInfo) -> str:
         raw = value.removeprefix("0x")
         if len(raw) != 40 or not _is_hex(raw.encode("ascii", "replace")):
-            raise ValueError("expected a 20-byte hex address")
+            raise ValueError(f"{info.field_name} must be a 20-byte hex address")
         return "0x" + raw.lower()
 
     def ray_tls(self) -> "RayTls | None":

@@ -24,6 +24,7 @@ from prover.ledger.schema import (
     accounts,
 )
 from prover.ledger.store import now_ms
+from prover.metering import check_identifier
 from verifier.account import AccountBlock
 from verifier.receipts import MAX_USER_ID_BYTES
 
@@ -51,13 +52,9 @@ def _account(row: Any) -> Account:
 
 
 def check_user_id(user_id: object) -> str:
-    """A user id: 1..256 bytes of UTF-8 without NUL."""
-    if not isinstance(user_id, str):
-        raise InvalidRequestError("user_id must be a string")
-    raw = user_id.encode("utf-8", "replace")
-    if not 1 <= len(raw) <= MAX_USER_ID_BYTES or "\x00" in user_id:
-        raise InvalidRequestError(f"user_id must be 1..{MAX_USER_ID_BYTES} bytes without NUL")
-    return user_id
+    """A user id, validated as the meter validates it (prover.metering.check_identifier)."""
+    check_identifier(user_id, "user_id", MAX_USER_ID_BYTES)
+    return str(user_id)
 
 
 def _check_bytes(value: object, name: str, length: int) -> bytes:
@@ -165,6 +162,19 @@ class AccountRegistry:
             value = conn.execute(select(account_users.c.account_id)
                                  .where(account_users.c.user_id == user_id)).scalar()
         return None if value is None else bytes(value)
+
+    def accounts_of(self, user_ids: Iterable[str]) -> dict[str, bytes]:
+        """The account of each registered user among ``user_ids``."""
+        wanted = list(user_ids)
+        out: dict[str, bytes] = {}
+        with self.engine.begin() as conn:
+            for start in range(0, len(wanted), 500):
+                for row in conn.execute(select(account_users.c.user_id,
+                                               account_users.c.account_id)
+                                        .where(account_users.c.user_id.in_(
+                                            wanted[start:start + 500]))):
+                    out[row.user_id] = bytes(row.account_id)
+        return out
 
     def users_of(self, account_id: bytes) -> list[str]:
         """Every user registered under an account, sorted."""

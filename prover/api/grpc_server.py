@@ -42,8 +42,8 @@ from prover.errors import (
     MeteringError,
     PrepaidLimitError,
     UnitsOverflowError,
-    UserKeyExistsError,
     UnknownUserError,
+    UserKeyExistsError,
 )
 from prover.ledger import EpochInfo, Stored
 from prover.ledger.faults import describe

@@ -102,7 +102,7 @@ user_keys = Table(
     Column("next_from_epoch", BigInteger, nullable=True),
 )
 
-# --- billing accounts (migration v0005; prover/accounts/) --------------------------------
+# --- billing accounts (migration v0006; prover/accounts/) --------------------------------
 
 ACCOUNT_OPEN = "open"
 ACCOUNT_CLOSED = "closed"
@@ -177,7 +177,7 @@ epoch_leaves = Table(
     Column("tag", LargeBinary(32), nullable=False),
     Column("commitment", LargeBinary(64), nullable=False),
     Column("proof", LargeBinary, nullable=False),
-    Column("account_id", LargeBinary(32), nullable=True),  # v0005; NULL before accounts
+    Column("account_id", LargeBinary(32), nullable=True),  # v0006; NULL before accounts
     PrimaryKeyConstraint("epoch_id", "tag"),
 )
 
@@ -192,7 +192,7 @@ epoch_openings = Table(
     Column("opening", LargeBinary, nullable=True),
     # when the plaintext opening is deleted (ZKMETER_PLAINTEXT_OPENING_RETENTION_DAYS; v0004)
     Column("opening_expires_ms", BigInteger, nullable=True),
-    Column("account_id", LargeBinary(32), nullable=True),  # v0005; NULL before accounts
+    Column("account_id", LargeBinary(32), nullable=True),  # v0006; NULL before accounts
     PrimaryKeyConstraint("epoch_id", "tag"),
     Index("ix_epoch_openings_user", "epoch_id", "user_id"),
 )

@@ -14,6 +14,7 @@ from prover.api.grpc_server import IngestBatcher, hash_api_key, new_api_key
 from prover.app import build_services
 from prover.config import Settings
 from prover.errors import LedgerError
+from tests.accounts import STANDARD_USERS, enroll
 from tests.api.grpc_harness import ServerThread
 from tests.postgres import temporary_database
 from zkmeter.client import usage_request
@@ -44,6 +45,7 @@ def server(database_url, api_key):
     settings = Settings(database_url=database_url, signing_key=SEED, proof_workers=1,
                         contract_address="0x" + "42" * 20)
     services = build_services(settings)
+    enroll(services.meter.ledger.engine, services.meter.provider_id, STANDARD_USERS)
     running = ServerThread(services, api_key_hashes=[hash_api_key(api_key)])
     yield running
     running.stop()

@@ -12,6 +12,7 @@ from nacl.public import PrivateKey
 from prover.api.grpc_server import hash_api_key, new_api_key
 from prover.app import build_services
 from prover.config import Settings
+from tests.accounts import STANDARD_USERS, enroll
 from tests.api.grpc_harness import ServerThread
 from verifier.opening import unseal
 from zkmeter.client import Client
@@ -24,6 +25,8 @@ def services(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}", signing_key=SEED,
                         proof_workers=1, contract_address="0x" + "42" * 20)
     services = build_services(settings)
+    enroll(services.meter.ledger.engine, services.meter.provider_id,
+           [*STANDARD_USERS, "nokey", "user-gateway", "user-operator", "user-legacy"])
     yield services
     services.close()
 

@@ -20,7 +20,7 @@ from prover.api.grpc_server import hash_api_key, new_api_key
 from tests.api.test_serve import free_port, wait_until
 from tests.postgres import temporary_database
 from verifier.receipts import ZERO32, decode_receipt
-from zkmeter.client import Client, usage_request
+from zkmeter.client import usage_request
 from zkmeter.v1 import meter_pb2_grpc
 
 USERS = [f"user-{u}" for u in range(6)]
@@ -107,6 +107,12 @@ def test_two_workers_on_one_postgresql_keep_every_chain_linear():
                         and up.status_code == 200)
 
             wait_until(both_up)
+            from zkmeter.client import Client  # usage needs a billing account
+            with Client(target, api_key=key) as zk:
+                account = zk.register_account(payer=b"\xa1" * 20, asset=bytes(20),
+                                              payer_x25519_public_key=b"\x09" * 32)
+                for user in USERS:
+                    zk.register_user(user, account.account_id)
             # separate processes: separate connections, spread over the workers by the kernel
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(CLIENTS) as pool:

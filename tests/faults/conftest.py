@@ -9,6 +9,7 @@ import pytest
 
 from prover.app import Services, build_services
 from prover.config import Settings
+from tests.accounts import STANDARD_USERS, enroll
 from tests.faults.proxy import FaultProxy
 from tests.postgres import PG_HOST, PG_PORT, temporary_database
 
@@ -43,6 +44,7 @@ def services_factory():
 
     def factory(url: str, **overrides) -> Services:
         services = build_services(settings_for(url, **overrides))
+        enroll(services.meter.ledger.engine, services.meter.provider_id, STANDARD_USERS)
         made.append(services)
         return services
 

@@ -131,6 +131,7 @@ class Stack:
     def start(self) -> "Stack":
         self.serve.start()
         wait_serving(f"127.0.0.1:{self.grpc_port}")
+        self.register_users()
         self.upstream.start()
         self.gateway.start()
         self.warm_up()
@@ -150,6 +151,16 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError("the warm-up request got no receipt")
             time.sleep(0.1)
+
+    def register_users(self) -> None:
+        """Usage needs a billing account: put every caller's user under one (idempotent)."""
+        from zkmeter.client import Client
+
+        with Client(f"127.0.0.1:{self.grpc_port}", api_key=self.api_key) as zk:
+            account = zk.register_account(payer=b"\xa1" * 20, asset=bytes(20),
+                                          payer_x25519_public_key=b"\x09" * 32)
+            for user in self.caller_keys:
+                zk.register_user(user, account.account_id)
 
     def stop(self) -> None:
         for proc in (self.gateway, self.upstream, self.serve):

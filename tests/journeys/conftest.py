@@ -14,6 +14,7 @@ from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
+from tests.accounts import enroll
 from verifier.keys import new_user_key
 from verifier.tokens import Message
 
@@ -54,6 +55,7 @@ def epoch_files(tmp_path_factory) -> EpochFiles:
         params=EpochParams(chain_id=31337, contract=b"\x5e" * 20, bit_size=32, min_leaves=8,
                            rate_card_hash=meter.rate_card_hash, epoch_seconds=60))
     secret = tmp / "alice.key"
+    enroll(ledger.engine, ledger.provider_id, ["alice", "bob"])
     store.register_user_key("alice", new_user_key(secret))
     texts = []
     for i in range(4):

@@ -86,8 +86,10 @@ def test_dev_flag_accepts_the_zero_contract_for_a_development_run(env, monkeypat
 def test_an_epoch_with_no_usage_is_refused_then_allowed_explicitly(env):
     from prover.app import build_services
     from prover.metering import UsageRequest
+    from tests.accounts import enroll
 
     services = build_services()
+    enroll(services.meter.ledger.engine, services.meter.provider_id, ["alice"])
     services.meter.record(UsageRequest(idempotency_key="k1", user_id="alice", model="gpt-4o",
                                        input_tokens=5, output_tokens=7))
     services.close()

@@ -95,7 +95,8 @@ def test_every_role_follows_the_readme(tmp_path, anvil):
                 "ZKMETER_GRPC_BIND": f"127.0.0.1:{grpc_port}",
                 "ZKMETER_METRICS_BIND": "127.0.0.1:0",
                 "ZKMETER_HTTP_BIND": f"127.0.0.1:{http_port}", "ZKMETER_PROOF_WORKERS": "1",
-                "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2"})
+                "ZKMETER_SHUTDOWN_GRACE_SECONDS": "2",
+                "ZKMETER_OPERATOR_ADDRESS": _operator})
     base = f"http://127.0.0.1:{http_port}"
     start = time.perf_counter()
     server = subprocess.Popen([str(BIN / "zkmeter"), "serve"], env=env, cwd=tmp_path,
@@ -108,7 +109,13 @@ def test_every_role_follows_the_readme(tmp_path, anvil):
         public = sh("zkmeter", "keys", "user-key", "--out", "alice.key").stdout.strip()
         kept, texts = [], []
         with Client(f"127.0.0.1:{grpc_port}", api_key=gateway_key) as zk:
-            zk.register_user_key("alice", bytes.fromhex(public))
+            # the operator enters the payer's billing account (the contract's id), the
+            # gateway puts its users under it
+            account = zk.register_account(payer=bytes.fromhex(payer[2:]), asset=bytes(20),
+                                          payer_x25519_public_key=bytes(32 * [7]))
+            assert "0x" + account.account_id.hex() == account_id.lower()
+            zk.register_user("alice", account.account_id, bytes.fromhex(public))
+            zk.register_user("bob", account.account_id)
             for i in range(3):
                 reply = zk.record_usage(idempotency_key=f"req-{i}", user_id="alice",
                                         model="gpt-4o", messages=[("user", f"question {i}")],

@@ -3,15 +3,15 @@
 Leaves and openings gain the account they belong to (NULL for epochs closed before
 accounts existed).
 
-Revision ID: v0005
-Revises: v0004
+Revision ID: v0006
+Revises: v0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "v0005"
-down_revision = "v0004"
+revision = "v0006"
+down_revision = "v0005"
 branch_labels = None
 depends_on = None
 

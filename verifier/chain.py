@@ -3,7 +3,8 @@
 The verifier trusts nobody, so it needs only three things from a chain:
 
 * the compiled artifacts (ABI + bytecode) committed in ``contracts/artifacts/`` (loaded by
-  path: ``$ZKMETER_CONTRACT_ARTIFACTS`` if set, else ``<repo>/contracts/artifacts``);
+  path: ``$ZKMETER_CONTRACT_ARTIFACTS`` if set, else ``<repo>/contracts/artifacts``, else the
+  wheel's copy in ``verifier/contracts``);
 * a check that the code deployed at an address is exactly the artifact's runtime code (the
   immutable slots, whose positions the artifact lists, are compared after masking and then
   checked separately by the caller, e.g. the settlement's verifier address);
@@ -242,11 +243,16 @@ class DemandRecord:
 
 
 def artifacts_dir() -> Path:
-    """Where the committed artifacts are read from."""
+    """Where the artifacts are read from: ``$ZKMETER_CONTRACT_ARTIFACTS`` if set, else the
+    source checkout's ``contracts/artifacts``, else the copy an installed wheel carries
+    (``verifier/contracts``), so library users of a wheel need no setting."""
     override = os.environ.get(ARTIFACTS_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / "contracts" / "artifacts"
+    checkout = Path(__file__).resolve().parents[1] / "contracts" / "artifacts"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "contracts"
 
 
 @cache

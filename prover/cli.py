@@ -293,6 +293,9 @@ def demo(
     bad_proof: Annotated[bool, typer.Option("--bad-proof", help="The provider cheats on one "
                                                                 "leaf; watch it get caught.")
                          ] = False,
+    withhold: Annotated[bool, typer.Option("--withhold", help="The provider publishes no "
+                                                              "data; a settler demands it and "
+                                                              "the bond is slashed.")] = False,
 ) -> None:
     """Run the whole story end to end: serve, meter, close, publish, verify, settle."""
     try:
@@ -303,8 +306,10 @@ def demo(
 
     console = Console()
     try:
+        if bad_proof and withhold:
+            fail_startup("choose one of --bad-proof and --withhold")
         summary = run_demo(users=users, requests=requests, out=out, rpc=rpc,
-                           bad_proof=bad_proof, console=console)
+                           bad_proof=bad_proof, withhold=withhold, console=console)
     except DemoError as exc:
         _err.print(f"[red]demo failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None

@@ -18,6 +18,12 @@
 commitments (the sum, and so the on-chain check, is unchanged), publishes a proof it cannot
 make honestly for the now "negative" value, and submits that epoch. The verifier names the
 bad leaf, a challenger knocks the epoch out on-chain and takes the bond.
+
+``--withhold``: the provider submits the epoch but publishes nothing a settler can fetch. The
+settler's watcher (``zkmeter-verify chain --watch``, :mod:`verifier.watch`) sees no bundle
+matching the chain, demands a leaf's data; the provider does not answer; after the response
+window the watcher resolves the demand and the bond is slashed (half burned, 40 % to the
+payer, 10 % to the settler).
 """
 
 import asyncio
@@ -203,7 +209,8 @@ def _cheat(bundle: Bundle, openings: dict[str, Any], signing_key: SigningKey) ->
 
 
 def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None = None,
-             bad_proof: bool = False, console: Console | None = None,
+             bad_proof: bool = False, withhold: bool = False,
+             console: Console | None = None,
              seed: int = 7) -> dict[str, Any]:
     """Run the demo; returns the summary (raises DemoError if an outcome is wrong)."""
     console = console or Console()
@@ -288,7 +295,8 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
         bundle = parse_bundle(bundle_bytes)
         summary = _settle_and_verify(
             chain=chain, bundle=bundle, people=people, openings=openings, out=out, base=base,
-            epoch_id=epoch_id, bad_proof=bad_proof, signing_key=signing_key, timer=timer,
+            epoch_id=epoch_id, bad_proof=bad_proof, withhold=withhold,
+            signing_key=signing_key, timer=timer,
             gas=gas, challenger=challenger, rpc=rpc, console=console, account_id=account_id)
     finally:
         server.stop()
@@ -432,11 +440,15 @@ def _find_openings(people: list[User], openings: dict[str, str], epoch_id: int,
 
 def _settle_and_verify(*, chain: ChainClient, bundle: Bundle, people: list[User],
                        openings: dict[str, str], out: Path, base: str, epoch_id: int,
-                       bad_proof: bool, signing_key: SigningKey, timer: Timer,
-                       gas: dict[str, int], challenger: str, rpc: str | None,
+                       bad_proof: bool, withhold: bool, signing_key: SigningKey,
+                       timer: Timer, gas: dict[str, int], challenger: str, rpc: str | None,
                        console: Console, account_id: bytes) -> dict[str, Any]:
     provider_id = bundle.provider_id
     onchain_provider = chain.provider_id_for(provider_id)
+    if withhold:
+        return _withholding_provider(chain=chain, bundle=bundle, out=out, timer=timer,
+                                     gas=gas, challenger=challenger, console=console,
+                                     account_id=account_id)
     found = _find_openings(people, openings, epoch_id, out)
     if bad_proof:
         return _cheating_provider(chain=chain, bundle=bundle, found=found, out=out,
@@ -496,6 +508,47 @@ def _submit(chain: ChainClient, bundle: Bundle, account_id: bytes) -> Any:
               for leaf in bundle.leaves]
     return chain.submit_epoch(account_id, bundle.epoch_id, total=bundle.total,
                               total_blinding=bundle.total_blinding, leaves=leaves)
+
+
+def _withholding_provider(*, chain: ChainClient, bundle: Bundle, out: Path, timer: Timer,
+                          gas: dict[str, int], challenger: str, console: Console,
+                          account_id: bytes) -> dict[str, Any]:
+    """The provider submits and withholds; the settler's watcher demands, then resolves."""
+    from verifier.watch import watch_round
+
+    with timer.phase("submit"):
+        gas["submit_epoch"] = _submit(chain, bundle, account_id)["gasUsed"]
+    console.print("[yellow]the provider withholds:[/yellow] the epoch is on-chain, its bundle "
+                  "is published nowhere a settler can fetch it")
+    onchain_provider = chain.provider_id_for(bundle.provider_id)
+    bond = chain.provider(onchain_provider).bond
+    settler = ChainClient(chain.w3, account=challenger, settlement=chain.settlement_address)
+    nowhere = str(out / "withheld" / "{account}-{epoch}.json")  # the provider serves nothing
+    with timer.phase("demand"):
+        demanded = watch_round(settler, bundle_source=nowhere, account_id=account_id)
+    if [a.kind for a in demanded] != ["demand"]:
+        raise DemoError(f"the watcher did not demand data: {demanded}")
+    leaf = demanded[0].leaf_index
+    console.print(f"settler: no bundle matches the chain, demands the data of leaf {leaf}")
+    chain.advance_time(chain.params().response_window + 1)
+    with timer.phase("resolve"):
+        resolved = watch_round(settler, bundle_source=nowhere, account_id=account_id)
+    status = chain.epoch(account_id, bundle.epoch_id).status.name.lower()
+    credited = chain.balance_of(challenger)
+    payer = chain.billing_account(account_id).payer
+    to_payer = chain.balance_of(payer)
+    demand_bond = chain.params().demand_bond
+    if ([a.kind for a in resolved] != ["resolve"] or status != "rejected"
+            or credited != bond // 10 + demand_bond or to_payer != bond * 4 // 10):
+        raise DemoError(f"withholding outcome wrong: {resolved}, status {status}, "
+                        f"credited {credited}")
+    console.print(f"unanswered after the response window: epoch {status}, bond of {bond} wei "
+                  f"slashed: {bond // 2} burned, {to_payer} to the payer, {bond // 10} and "
+                  f"the demand bond back to the settler")
+    return {"outcome": "withheld", "epoch_id": bundle.epoch_id, "demanded_leaf": leaf,
+            "bond_slashed_wei": bond, "settler_credit_wei": credited,
+            "payer_credit_wei": to_payer, "total_units": bundle.total,
+            "on_chain_status": status}
 
 
 def _cheating_provider(*, chain: ChainClient, bundle: Bundle, found: dict[str, Any],

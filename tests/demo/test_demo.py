@@ -49,6 +49,18 @@ def test_demo_bad_proof_is_caught_and_slashed(tmp_path):
     assert "challenge" in summary["gas"] and "finalize" not in summary["gas"]
 
 
+def test_demo_withheld_data_is_demanded_and_slashed(tmp_path):
+    summary = run_demo(users=3, requests=12, out=tmp_path / "withhold", withhold=True,
+                       console=quiet())
+    assert summary["outcome"] == "withheld" and summary["on_chain_status"] == "rejected"
+    bond = summary["bond_slashed_wei"]
+    assert bond > 0 and summary["payer_credit_wei"] == bond * 4 // 10
+    # the settler's 10 % and its demand bond back (DEFAULT_PARAMS: 0.01 ETH)
+    assert summary["settler_credit_wei"] == bond // 10 + 10**16
+    assert {"demand", "resolve"} <= set(summary["seconds"])
+    assert "finalize" not in summary["gas"]
+
+
 def test_demo_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "prover.cli", "demo", "--users", "2",
                            "--requests", "6", "--out", str(tmp_path / "cli")],

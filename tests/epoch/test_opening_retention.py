@@ -9,6 +9,7 @@ from prover.config import Settings
 from prover.ledger.schema import epoch_openings
 from prover.ledger.store import now_ms
 from prover.metering import UsageRequest
+from tests.accounts import enroll
 
 SEED = "b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfef"
 
@@ -20,6 +21,7 @@ def test_plaintext_openings_expire_and_leave_no_user_id(tmp_path):
                         plaintext_opening_retention_days=2)
     services = build_services(settings)
     try:
+        enroll(services.meter.ledger.engine, services.meter.provider_id, ["keyless"])
         services.meter.record(UsageRequest("k1", "keyless", "gpt-4o", input_tokens=4,
                                            output_tokens=2))
         closed = services.epochs.close()

@@ -22,7 +22,7 @@ def test_a_user_cannot_recover_sequential_keys_from_its_receipts(make_meter):
     meter = make_meter()
     mine = {}
     for i in range(60):
-        user = "alice" if i % 10 == 0 else f"other-{i % 7}"
+        user = "alice" if i % 10 == 0 else f"user-{i % 7}"  # enrolled by the fixture
         stored = meter.record(request(f"req-{i}", user))
         if user == "alice":
             mine[i] = stored.receipt.idempotency_key_digest

@@ -12,6 +12,7 @@ from prover.api.grpc_server import hash_api_key, new_api_key
 from prover.api.http import create_http_app, create_metrics_app
 from prover.app import build_services
 from prover.config import Settings
+from tests.accounts import enroll
 from tests.api.grpc_harness import ServerThread
 from tests.api.test_http import HttpServer
 from zkmeter.client import Client, usage_request
@@ -24,6 +25,8 @@ def world(tmp_path):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}", signing_key=SEED,
                         proof_workers=1, contract_address="0x" + "42" * 20, min_leaves=4)
     services = build_services(settings)
+    enroll(services.meter.ledger.engine, services.meter.provider_id,
+           ["u0", "u1", "u2", "user-0", "user-1", "user-2", "user-3", "streamer"])
     key = new_api_key()
     grpc_server = ServerThread(services, api_key_hashes={hash_api_key(key): "operator"})
     public = HttpServer(create_http_app(services))

@@ -86,7 +86,8 @@ class Stack:
                  upstream_args: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.api_key = new_api_key()
+        self.api_key = new_api_key()  # the gateway's (role gateway)
+        self.operator_key = new_api_key()  # opens the test's billing account
         self.grpc_port, self.http_port = free_port(), free_port()
         self.upstream_port, self.gateway_port = free_port(), free_port()
         self.metrics_port = free_port()
@@ -101,7 +102,8 @@ class Stack:
             "ZKMETER_GRPC_BIND": f"127.0.0.1:{self.grpc_port}",
             "ZKMETER_METRICS_BIND": "127.0.0.1:0",
             "ZKMETER_HTTP_BIND": f"127.0.0.1:{self.http_port}",
-            "ZKMETER_API_KEY_HASHES": json.dumps([hash_api_key(self.api_key)])},
+            "ZKMETER_API_KEY_HASHES": json.dumps({hash_api_key(self.api_key): "gateway",
+                                                  hash_api_key(self.operator_key): "operator"})},
             workdir, self.grpc_port)
         self.upstream_key = upstream_key
         self.upstream = Proc("upstream", [
@@ -156,7 +158,7 @@ class Stack:
         """Usage needs a billing account: put every caller's user under one (idempotent)."""
         from zkmeter.client import Client
 
-        with Client(f"127.0.0.1:{self.grpc_port}", api_key=self.api_key) as zk:
+        with Client(f"127.0.0.1:{self.grpc_port}", api_key=self.operator_key) as zk:
             account = zk.register_account(payer=b"\xa1" * 20, asset=bytes(20),
                                           payer_x25519_public_key=b"\x09" * 32)
             for user in self.caller_keys:

@@ -25,7 +25,7 @@ QUEUE_MAX = 12
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    running = Stack(tmp_path_factory.mktemp("durable"), ["dana", "erin"], gateway_env={
+    running = Stack(tmp_path_factory.mktemp("durable"), ["dana", "erin", "fay"], gateway_env={
         "ZKMETER_GATEWAY_QUEUE_MAX": str(QUEUE_MAX),
         "ZKMETER_GATEWAY_REPORT_TIMEOUT_SECONDS": "2"}).start()
     yield running

@@ -228,10 +228,20 @@ def _serve_workers(workers: int) -> int:
     """Start ``workers`` processes, forward SIGTERM/SIGINT to them; when one ends, stop the
     others. Exit code: the first non-zero one of the workers, else 0."""
     import multiprocessing
+
+    from prover.api.metrics import shared_metrics_dir
+
+    # the workers' ingest metrics go to one directory per run, summed on worker 0's
+    # operator listener (prover/api/metrics.py); removed when the workers are gone
+    with shared_metrics_dir():
+        return _run_workers(multiprocessing.get_context("spawn"), workers)
+
+
+def _run_workers(ctx: Any, workers: int) -> int:
+    """Run the ``workers`` processes of :func:`_serve_workers` until all have ended."""
     import signal
     from multiprocessing.connection import wait
 
-    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(k, workers), name=f"zkmeter-worker-{k}")
              for k in range(workers)]
 

@@ -9,13 +9,24 @@
 * ``zkmeter_database_up``: 1 when that read succeeded, else 0 (the scrape itself still works).
 
 Labels are closed sets (outcomes, RPC names, states, epoch ids): no user id, model or text.
+
+Under ``zkmeter serve --workers N`` the ingest metrics cover every worker: the parent creates
+one private directory per run (:func:`shared_metrics_dir`) and sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start (so prometheus_client, imported in each
+worker, keeps its values in files there); worker 0's operator listener sums them with
+prometheus_client's ``MultiProcessCollector``. The directory is removed when the parent exits.
 """
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from prover.ledger.schema import EPOCH_CLOSED, EPOCH_CLOSING, EPOCH_OPEN
@@ -98,10 +109,52 @@ class _Shared(Collector):
         yield from REGISTRY.collect()
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[str]:
+    """A fresh private directory for the metrics of worker processes started inside the block.
+
+    Sets ``PROMETHEUS_MULTIPROC_DIR`` to it (replacing any value the environment had: a
+    reused directory would carry counts of an earlier run) for the processes started inside
+    the block, which must import prometheus_client after they start (spawn); on exit restores
+    the environment and removes the directory."""
+    previous = {name: os.environ.get(name)
+                for name in (MULTIPROC_ENV, MULTIPROC_ENV.lower())}
+    path = tempfile.mkdtemp(prefix="zkmeter-metrics-")  # mode 0700
+    os.environ.pop(MULTIPROC_ENV.lower(), None)  # prometheus_client's deprecated spelling
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _multiprocess_dir() -> str | None:
+    """The directory this process's metrics live in, if prometheus_client is in multiprocess
+    mode (it decides once, at import, from the environment)."""
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+
+
 def app_registry(snapshot: Callable[[], EpochSnapshot]) -> CollectorRegistry:
-    """A registry for one HTTP app: the shared ingest metrics plus its epoch collector."""
+    """A registry for one HTTP app: the ingest metrics (this process's, or the sum over the
+    ``--workers`` processes in multiprocess mode) plus its epoch collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Shared())
+    shared = _multiprocess_dir()
+    if shared is not None:
+        MultiProcessCollector(registry, path=shared)
+    else:
+        registry.register(_Shared())
     registry.register(EpochCollector(snapshot))
     return registry
 

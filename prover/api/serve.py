@@ -99,7 +99,7 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
         raise OSError(f"the HTTP server could not start on {settings.http_bind}")
     bound_port = http.servers[0].sockets[0].getsockname()[1] if http.servers else port
     # The operator's metrics listener (never the public one: docs/security.md). With
-    # --workers it is worker 0's, and counts worker 0's ingest only.
+    # --workers it is worker 0's and sums every worker's ingest (prover/api/metrics.py).
     m_host, m_port = split_bind(settings.metrics_bind)
     metrics = uvicorn.Server(uvicorn_config(
         create_metrics_app(services), host=m_host, port=m_port,

@@ -1,5 +1,6 @@
 """``zkmeter serve --workers N``: N processes on one gRPC port (SO_REUSEPORT) and one
-PostgreSQL; every user's receipt chain stays linear under concurrent load from outside."""
+PostgreSQL; every user's receipt chain stays linear under concurrent load from outside, and
+the operator's ``/metrics`` (served by worker 0) counts every worker's ingest."""
 
 import asyncio
 import json
@@ -9,11 +10,14 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from circuits.hashing import keccak256
 from prover.api.grpc_server import hash_api_key, new_api_key
@@ -88,15 +92,38 @@ def _recorded(metrics: str) -> float:
     return float(match.group(1))
 
 
-def test_two_workers_on_one_postgresql_keep_every_chain_linear():
+def _latency_count(metrics: str) -> float:
+    """Events observed by the latency histogram, over both RPCs."""
+    counts = re.findall(r'^zkmeter_ingest_latency_seconds_count\{rpc="[A-Za-z]+"\} (\S+)$',
+                        metrics, re.MULTILINE)
+    assert counts, "no latency histogram in /metrics"
+    return sum(float(c) for c in counts)
+
+
+def _recorded_per_worker(metrics_dir: Path) -> dict[str, float]:
+    """Each worker's own recorded count, read from its file in the shared directory."""
+    out = {}
+    for path in sorted(metrics_dir.glob("counter_*.db")):
+        value = 0.0
+        for family in MultiProcessCollector.merge([str(path)]):
+            for sample in family.samples:
+                if (sample.name == "zkmeter_ingest_events_total"
+                        and sample.labels.get("outcome") == "recorded"):
+                    value += sample.value
+        out[path.stem] = value
+    return out
+
+
+def test_two_workers_on_one_postgresql_keep_every_chain_linear(tmp_path):
     key = new_api_key()
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     target = f"127.0.0.1:{grpc_port}"
     with temporary_database("zkmeter_workers") as url:
+        env = _env(url, key, grpc_port, http_port, metrics_port)
+        env["TMPDIR"] = str(tmp_path)  # where the run's metrics directory is made
         proc = subprocess.Popen(
             [sys.executable, "-m", "prover.cli", "serve", "--dev", "--workers", "2"],
-            env=_env(url, key, grpc_port, http_port, metrics_port), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             def both_up() -> bool:
                 with grpc.insecure_channel(target) as channel:
@@ -119,10 +146,10 @@ def test_two_workers_on_one_postgresql_keep_every_chain_linear():
                 ok = sum(pool.map(_client, [(target, key, c) for c in range(CLIENTS)]))
             total = CLIENTS * PER_CLIENT * 2
             assert ok == total
-            # worker 0 serves /metrics (on the operator's listener) for itself: it recorded
-            # some of the events, not all
-            worker0 = _recorded(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics",
-                                          timeout=5).text)
+            # worker 0 serves /metrics (on the operator's listener) for every worker
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            (metrics_dir,) = tmp_path.glob("zkmeter-metrics-*")
+            per_worker = _recorded_per_worker(metrics_dir)
             with Client(target, api_key=key) as zk:
                 chains = {user: zk.list_receipts(user) for user in USERS}
             proc.send_signal(signal.SIGTERM)
@@ -135,7 +162,12 @@ def test_two_workers_on_one_postgresql_keep_every_chain_linear():
     stderr = proc.stderr.read().decode()
     assert "Traceback" not in stderr
     assert "(worker 0 of 2)" in stderr and "(worker 1 of 2)" in stderr
-    assert 0 < worker0 < total, f"worker 0 recorded {worker0} of {total}: not spread"
+    # the load was spread (each worker recorded some) and /metrics shows the sum
+    assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == total
+    assert _recorded(scraped) == total
+    assert _latency_count(scraped) == total
+    assert not metrics_dir.exists()  # removed when the parent exited
     seen: Counter[bytes] = Counter()
     for user, receipts in chains.items():
         assert len(receipts) == total // len(USERS), user
@@ -161,3 +193,31 @@ def test_workers_refused_on_sqlite(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--workers > 1 needs PostgreSQL" in lines[0]
     assert not (tmp_path / "w.sqlite").exists()  # refused before anything was opened
+
+
+def test_shared_metrics_dir_is_fresh_private_and_removed(monkeypatch, tmp_path):
+    """A directory left by an earlier run is never reused (its counts would be added); the
+    environment is restored and the run's directory removed, even after an error."""
+    from prover.api.metrics import MULTIPROC_ENV, shared_metrics_dir
+
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"old")
+    monkeypatch.setenv(MULTIPROC_ENV, str(stale))
+    monkeypatch.setenv(MULTIPROC_ENV.lower(), str(stale))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # (tempfile caches TMPDIR)
+    try:
+        with shared_metrics_dir() as path:
+            made = Path(path)
+            assert os.environ[MULTIPROC_ENV] == path and made.parent == tmp_path
+            assert MULTIPROC_ENV.lower() not in os.environ
+            assert made.is_dir() and not any(made.iterdir())
+            assert made.stat().st_mode & 0o077 == 0  # the operator's alone
+            (made / "counter_2.db").write_bytes(b"new")
+            raise RuntimeError("a worker failed")
+    except RuntimeError:
+        pass
+    assert not made.exists()
+    assert os.environ[MULTIPROC_ENV] == str(stale)
+    assert os.environ[MULTIPROC_ENV.lower()] == str(stale)
+    assert (stale / "counter_1.db").exists()  # somebody else's directory is left alone

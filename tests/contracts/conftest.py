@@ -2,56 +2,23 @@
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from prover.chain import ChainClient
+from tests.anvil import running_anvil
 from verifier.chain import connect
 
 ROOT = Path(__file__).resolve().parents[2]
-ANVIL = ROOT / "contracts" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def anvil_url():
     """A real anvil node on 127.0.0.1 (random free port), stopped after the session."""
-    if not ANVIL.exists():
-        pytest.skip("anvil not installed: run `cd contracts && npm ci`")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent",
-         "--hardfork", "prague", "--gas-limit", "30000000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if connect(url).is_connected():
-                    break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("anvil did not start")
-            time.sleep(0.05)
+    with running_anvil() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="session")

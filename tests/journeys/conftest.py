@@ -15,6 +15,7 @@ from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
 from tests.accounts import enroll
+from tests.anvil import running_anvil
 from verifier.keys import new_user_key
 from verifier.tokens import Message
 
@@ -85,64 +86,11 @@ def epoch_files(tmp_path_factory) -> EpochFiles:
     return files
 
 
-ROOT = Path(__file__).resolve().parents[2]
-ANVIL = ROOT / "contracts" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def anvil():
     """A real anvil node (Prague, the EVM the artifacts target) on a free loopback port."""
-    import subprocess
-    import time
-    import urllib.request
-
-    if not ANVIL.exists():
-        pytest.skip("anvil not installed: run `cd contracts && npm ci`")
-    port = free_port()
-    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent",
-                             "--hardfork", "prague"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
-                       "params": []}).encode()
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            try:
-                request = urllib.request.Request(url, body,
-                                                 {"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("anvil did not start") from None
-                time.sleep(0.05)
+    with running_anvil() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def rpc(url: str, method: str, params=()):
-    """One JSON-RPC call (anvil's accounts, its dev clock)."""
-    import urllib.request
-
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                       "params": list(params)}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["result"]
 
 
 def chain_bundle(*, chain_id: int, contract: str, epoch_id: int, totals: dict[str, int],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.journeys.conftest import free_port, rpc
+from tests.anvil import free_port, rpc
 from zkmeter.client import Client, receipt_json
 
 pytestmark = pytest.mark.slow

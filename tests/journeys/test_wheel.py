@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from tests.journeys.conftest import chain_bundle, rpc
+from tests.anvil import rpc
+from tests.journeys.conftest import chain_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

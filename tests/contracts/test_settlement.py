@@ -435,14 +435,14 @@ def test_challenge_refusals(tworld):
         c.challenge(w.account_id, 1, leaf_index=4, path=epoch.path(0), **args)
 
 
-def test_operator_contract_cannot_exit_its_bond_through_a_self_challenge(tester_client,
+def test_operator_contract_cannot_exit_its_bond_through_a_self_challenge(client,
                                                                           harness_artifacts):
     """The "free bond exit": a contract operator submits a junk epoch, challenges it and
     withdraws in one transaction. Now the reveal needs a commitment from an earlier block,
     and a self-slash returns at most the challenger's and the payer's shares (50 %)."""
     from tests.contracts.helpers import deploy_harness
 
-    c = tester_client
+    c = client
     op = deploy_harness(c, harness_artifacts, "OperatorContract")
     s = c.settlement
     key = secrets.token_bytes(32)
@@ -685,8 +685,8 @@ def test_fee_on_transfer_token_is_refused(client, harness_artifacts):
     assert c.billing_account(aid).escrow == 0
 
 
-def test_rebasing_token_is_refused_after_it_shrinks(tester_client, harness_artifacts):
-    c = tester_client
+def test_rebasing_token_is_refused_after_it_shrinks(client, harness_artifacts):
+    c = client
     _, token, payer, aid = _token_world(c, harness_artifacts, "RebasingToken")
     c.deposit(aid, 10_000, sender=payer)
     c._send(token.functions.rebaseDown(c.settlement.address, 1))
@@ -694,8 +694,8 @@ def test_rebasing_token_is_refused_after_it_shrinks(tester_client, harness_artif
         c.deposit(aid, 10_000, sender=payer)
 
 
-def test_token_that_calls_back_cannot_reenter(tester_client, harness_artifacts):
-    c = tester_client
+def test_token_that_calls_back_cannot_reenter(client, harness_artifacts):
+    c = client
     _, token, payer, aid = _token_world(c, harness_artifacts, "ReentrantToken")
     c.deposit(aid, 5_000, sender=payer)
     c.request_withdrawal(aid, 5_000, sender=payer)

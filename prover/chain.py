@@ -2,39 +2,11 @@
 
 The client itself is :mod:`verifier.chain_client`: settlers and payers use the same calls
 (finalize, demand, challenge, withdraw) from the verifier install, without the server stack.
-This module keeps the operator's imports short.
+This module re-exports that module's public names (its ``__all__``, the one list of them) so
+the operator's imports stay short: ``from prover.chain import ChainClient``.
 """
 
-from verifier.chain_client import (
-    ANSWER_GAS,
-    CHALLENGE_GAS,
-    DEFAULT_PARAMS,
-    ETH,
-    KIND_DEMAND,
-    KIND_RANGE,
-    AnsweredLeaf,
-    ChainClient,
-    Deployment,
-    LeafInput,
-    SettlementError,
-    _revert_data,
-    bundle_path,
-    decode_revert,
-)
+from verifier import chain_client
+from verifier.chain_client import *  # noqa: F403 - exactly chain_client.__all__
 
-__all__ = [
-    "ANSWER_GAS",
-    "CHALLENGE_GAS",
-    "DEFAULT_PARAMS",
-    "ETH",
-    "KIND_DEMAND",
-    "KIND_RANGE",
-    "AnsweredLeaf",
-    "ChainClient",
-    "Deployment",
-    "LeafInput",
-    "SettlementError",
-    "_revert_data",
-    "bundle_path",
-    "decode_revert",
-]
+__all__ = chain_client.__all__

@@ -47,3 +47,17 @@ def test_the_base_install_has_no_server_dependencies():
     for package in ("grpcio", "fastapi", "sqlalchemy", "psycopg", "alembic", "uvicorn"):
         assert package not in base
     assert "grpcio" in " ".join(project["optional-dependencies"]["server"])
+
+
+def test_prover_chain_is_the_verifiers_client_under_a_short_name():
+    """prover.chain re-exports verifier.chain_client's public names (one list, its __all__),
+    the very same objects, and nothing private."""
+    import prover.chain
+    import verifier.chain_client
+
+    names = verifier.chain_client.__all__
+    assert "ChainClient" in names and not any(n.startswith("_") for n in names)
+    assert prover.chain.__all__ == names
+    for name in names:
+        assert getattr(prover.chain, name) is getattr(verifier.chain_client, name), name
+    assert not hasattr(prover.chain, "_revert_data")

@@ -11,7 +11,7 @@ from circuits.backend import get_backend
 from circuits.constants import CURVE_ORDER, FIELD_MODULUS
 from circuits.encoding import G1Affine
 from circuits.generators import hash_to_g1
-from prover.chain import ChainClient, SettlementError, _revert_data, decode_revert
+from verifier.chain_client import ChainClient, SettlementError, _revert_data, decode_revert
 
 ROOT = Path(__file__).resolve().parents[2]
 P, R = FIELD_MODULUS, CURVE_ORDER

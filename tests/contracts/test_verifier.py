@@ -10,8 +10,8 @@ from circuits.constants import CURVE_ORDER, FIELD_MODULUS
 from circuits.hashing import keccak256
 from circuits.rangeproof import RangeProof, Statement, _decode, _verification_terms
 from circuits.transcript import RangeProofContext
-from prover.chain import ChainClient, SettlementError, _revert_data, decode_revert
 from verifier.chain import load_artifact
+from verifier.chain_client import ChainClient, SettlementError, _revert_data, decode_revert
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "circuits" / "vectors" / "golden_v1.json").read_text())

@@ -1,17 +1,27 @@
 """The public epoch bundle: layout, canonical bytes, JSON form, and every check on it.
 
-A bundle is what the provider publishes when it closes an epoch (docs/epoch.md):
+A bundle is what the provider publishes when it closes an epoch, one per billing account
+with usage (docs/epoch.md):
 
-    version, chain id, contract, provider id, epoch id, window, rate-card hash, bit size n,
-    leaves (tag, commitment, range proof) in tag order, total V, aggregate blinding R,
-    Merkle root, and the provider's Ed25519 signature over the canonical bytes.
+    version, chain id, contract, provider id, the account (operator, payer, asset), epoch id,
+    window, rate-card hash, bit size n, leaves (tag, commitment, range proof) in tag order,
+    total V, aggregate blinding R, Merkle root, and the provider's Ed25519 signature over the
+    canonical bytes.
 
-Canonical bytes (the signed message; never JSON text):
+Canonical bytes (the signed message; never JSON text), version 2:
 
-    "ZKMETER_BUNDLE_1" ‖ u8 version ‖ u256 chain_id ‖ contract(20) ‖ provider_id(32)
+    "ZKMETER_BUNDLE_1" ‖ u8 2 ‖ u256 chain_id ‖ contract(20) ‖ provider_id(32)
+    ‖ operator(20) ‖ payer(20) ‖ asset(20) ‖ account_id(32)
     ‖ u64 epoch_id ‖ u64 window_start ‖ u64 window_end ‖ rate_card_hash(32) ‖ u8 n
     ‖ u32 leaf_count ‖ per leaf: tag(32) ‖ C(64) ‖ keccak256(proof)(32)
     ‖ u256 V ‖ R(32) ‖ merkle_root(32)
+
+``provider_id`` is the provider's Ed25519 public key (it verifies the signature); the account
+id is derived from it and the account block (verifier/account.py) and is the subject of every
+range proof (the transcript's provider slot), which is what the contract verifies a
+challenged proof under. Version 1 (bundles of epochs closed before billing accounts) has no
+account block and binds its proofs to the provider id; it still parses and verifies, but no
+settlement contract of this version accepts it.
 
 Signing keccak256(proof) instead of the proof keeps the message small and binds the same
 bytes (keccak256 is collision resistant); the Merkle leaves hash the proofs the same way.
@@ -32,10 +42,12 @@ from circuits.hashing import keccak256
 from circuits.pedersen import commit, sum_commitments
 from circuits.rangeproof import Statement, batch_verify, check_parameters, proof_size
 from circuits.transcript import RangeProofContext
+from verifier.account import AccountBlock, AccountFormatError
 from verifier.hexfields import from_hex, to_hex
 
 BUNDLE_DOMAIN = b"ZKMETER_BUNDLE_1"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # with an account block; version 1 (no account) still parses
+LEGACY_BUNDLE_VERSION = 1
 # What the settlement contract accepts (contracts/): BulletproofVerifier.sol checks proofs
 # for n = 32, m = 1 only, and ZkMeterSettlement stores the epoch total V as a uint96. A bundle
 # of another bit size could never survive an on-chain challenge of an honest leaf, so the
@@ -78,21 +90,42 @@ class Bundle:
     total_blinding: int
     merkle_root: bytes
     signature: bytes = field(default=b"")
-    version: int = BUNDLE_VERSION
+    account: AccountBlock | None = None
+    version: int = field(init=False, default=BUNDLE_VERSION)  # 2 with an account, else 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", LEGACY_BUNDLE_VERSION if self.account is None
+                           else BUNDLE_VERSION)
+
+    @property
+    def account_id(self) -> bytes | None:
+        """The billing account's on-chain id (None for a version-1 bundle)."""
+        return None if self.account is None else self.account.account_id(self.provider_id)
+
+    @property
+    def subject(self) -> bytes:
+        """The 32 bytes the proofs are bound to and the chain keys the epoch by: the account
+        id (version 2) or the provider id (version 1)."""
+        account_id = self.account_id
+        return self.provider_id if account_id is None else account_id
 
     @property
     def context(self) -> RangeProofContext:
         """The range-proof context every leaf's proof is bound to."""
         return RangeProofContext(
             chain_id=self.chain_id, contract=self.contract,
-            provider_id=self.provider_id, epoch_id=self.epoch_id,
+            provider_id=self.subject, epoch_id=self.epoch_id,
         )
 
     def signed_bytes(self) -> bytes:
         """The canonical bytes the provider signs (module docstring)."""
-        parts = [
-            BUNDLE_DOMAIN, bytes([self.version]), u256(self.chain_id), self.contract,
-            self.provider_id, u64(self.epoch_id), u64(self.window_start), u64(self.window_end),
+        parts = [BUNDLE_DOMAIN, bytes([self.version]), u256(self.chain_id), self.contract,
+                 self.provider_id]
+        if self.account is not None:
+            parts += [self.account.operator, self.account.payer, self.account.asset,
+                      self.subject]
+        parts += [
+            u64(self.epoch_id), u64(self.window_start), u64(self.window_end),
             self.rate_card_hash, bytes([self.bit_size]), u32(len(self.leaves)),
         ]
         for leaf in self.leaves:
@@ -102,11 +135,15 @@ class Bundle:
 
     def to_json(self) -> dict[str, Any]:
         """The published JSON form (hex fields with 0x)."""
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "chain_id": self.chain_id,
             "contract": to_hex(self.contract),
             "provider_id": to_hex(self.provider_id),
+        }
+        if self.account is not None:
+            out["account"] = self.account.to_json(self.provider_id)
+        return out | {
             "epoch_id": self.epoch_id,
             "window": {"start": self.window_start, "end": self.window_end},
             "rate_card_hash": to_hex(self.rate_card_hash),
@@ -154,8 +191,14 @@ def parse_bundle(text: str | bytes) -> Bundle:
 
 def _from_json(data: dict[str, Any]) -> Bundle:
     version = _int(data["version"], "version", 8)
-    if version != BUNDLE_VERSION:
+    if version not in (LEGACY_BUNDLE_VERSION, BUNDLE_VERSION):
         raise BundleFormatError(f"unsupported bundle version {version}")
+    provider_id = _unhex(data["provider_id"], "provider_id", 32)
+    account = None
+    if version == BUNDLE_VERSION:
+        account = _account(data["account"], provider_id)
+    elif "account" in data:
+        raise BundleFormatError("a version-1 bundle has no account")
     bit_size = _int(data["bit_size"], "bit_size", 8)
     leaves_json = data["leaves"]
     if not isinstance(leaves_json, list) or not leaves_json:
@@ -176,10 +219,10 @@ def _from_json(data: dict[str, Any]) -> Bundle:
     blinding = int.from_bytes(_unhex(total["blinding"], "total.blinding", 32), "big")
     window = data["window"]
     return Bundle(
-        version=version,
         chain_id=_int(data["chain_id"], "chain_id", 256),
         contract=_unhex(data["contract"], "contract", 20),
-        provider_id=_unhex(data["provider_id"], "provider_id", 32),
+        provider_id=provider_id,
+        account=account,
         epoch_id=_int(data["epoch_id"], "epoch_id", 64),
         window_start=_int(window["start"], "window.start", 64),
         window_end=_int(window["end"], "window.end", 64),
@@ -191,6 +234,20 @@ def _from_json(data: dict[str, Any]) -> Bundle:
         merkle_root=_unhex(data["merkle_root"], "merkle_root", 32),
         signature=_unhex(data["signature"], "signature", 64),
     )
+
+
+def _account(data: Any, provider_id: bytes) -> AccountBlock:
+    """The account block, with its derived ids (if given) checked against the recomputed."""
+    try:
+        block = AccountBlock.from_json(data)
+        for name, derived in (("provider_id", block.provider_id(provider_id)),
+                              ("account_id", block.account_id(provider_id))):
+            if name in data and _unhex(data[name], f"account.{name}", 32) != derived:
+                raise BundleFormatError(f"account.{name} is not the id derived from the "
+                                        "operator, payer, asset and the provider key")
+    except AccountFormatError as exc:
+        raise BundleFormatError(str(exc)) from None
+    return block
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,8 +93,7 @@ def bundle_subject(bundle: Bundle) -> bytes:
     """The 32-byte subject a bundle's proofs are bound to and the chain keys its epoch by: the
     billing account id when the bundle names its account, else (version-1 bundles) its
     provider id."""
-    account_id = getattr(bundle, "account_id", None)
-    return account_id if isinstance(account_id, bytes) else bundle.provider_id
+    return bundle.subject
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,8 @@ def build_services(settings: Settings | None = None, *,
         proof_workers=settings.proof_workers, ray_address=settings.ray_address,
         allow_empty=settings.allow_empty_epochs,
         plaintext_opening_retention_days=settings.plaintext_opening_retention_days,
-        ray_tls=settings.ray_tls(), ray_allow_plaintext=settings.ray_allow_plaintext)
+        ray_tls=settings.ray_tls(), ray_allow_plaintext=settings.ray_allow_plaintext,
+        operator=settings.operator_bytes())
     epochs = EpochService(ledger=meter.ledger, store=store,
                           signing_key=settings.load_signing_key(), params=params)
     return Services(settings=settings, meter=meter, epochs=epochs, store=store,

@@ -121,17 +121,26 @@ def epoch_close(
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         services.close()
-    bundle = closed.bundle
-    summary = {"epoch_id": bundle.epoch_id, "leaves": len(bundle.leaves),
-               "users": len(closed.openings), "total_units": bundle.total,
-               "merkle_root": "0x" + bundle.merkle_root.hex(),
+    accounts = [{"account_id": "0x" + account_id.hex(), "users": len(part.openings),
+                 "leaves": len(part.bundle.leaves), "total_units": part.bundle.total,
+                 "merkle_root": "0x" + part.bundle.merkle_root.hex()}
+                for account_id, part in closed.accounts.items()]
+    summary = {"epoch_id": closed.epoch_id, "leaves": closed.leaves,
+               "users": len(closed.openings),
+               "total_units": sum(part.bundle.total for part in closed.accounts.values()),
+               "merkle_root": accounts[0]["merkle_root"] if len(accounts) == 1 else None,
+               "accounts": accounts,
                "seconds": {k: round(v, 3) for k, v in closed.timings.items()}}
     if as_json:
         print(json.dumps(summary))
-    else:
-        Console().print(f"epoch {bundle.epoch_id} closed: {summary['users']} users in "
-                        f"{summary['leaves']} leaves, V = {bundle.total}, root "
-                        f"{summary['merkle_root']}")
+        return
+    console = Console()
+    console.print(f"epoch {closed.epoch_id} closed: {summary['users']} users of "
+                  f"{len(accounts)} billing accounts in {summary['leaves']} leaves, "
+                  f"V = {summary['total_units']}")
+    for a in accounts:
+        console.print(f"  account {a['account_id']}: {a['users']} users in {a['leaves']} "
+                      f"leaves, V = {a['total_units']}, root {a['merkle_root']}")
 
 
 @epoch_app.command("status")

@@ -37,7 +37,7 @@ from circuits.hashing import keccak256
 from prover.accounts.admission import AccountGate
 from prover.accounts.escrow import EscrowSource
 from prover.config import BIT_SIZES, Settings
-from prover.epoch.service import master_secret
+from prover.epoch.derive import master_secret
 from prover.errors import (
     ConfigError,
     InvalidRequestError,

@@ -677,7 +677,7 @@ class EpochServicer(epoch_pb2_grpc.EpochServiceServicer):
 
     def _close(self) -> epoch_pb2.Epoch:
         closed = self.services.epochs.close()
-        return epoch_to_proto(self.services.meter.ledger.epoch(closed.bundle.epoch_id),
+        return epoch_to_proto(self.services.meter.ledger.epoch(closed.epoch_id),
                               self.services)
 
     async def CloseEpoch(self, request: epoch_pb2.CloseEpochRequest,
@@ -697,16 +697,62 @@ class EpochServicer(epoch_pb2_grpc.EpochServiceServicer):
         result: epoch_pb2.Epoch = await self._call(context, self._get, request.epoch_id)
         return result
 
-    def _bundle(self, epoch_id: int) -> epoch_pb2.GetBundleResponse:
-        data = self.services.store.bundle_json(epoch_id)
+    def _bundle(self, epoch_id: int, account_id: bytes) -> epoch_pb2.GetBundleResponse:
+        store = self.services.store
+        if account_id:
+            if len(account_id) != 32:
+                raise InvalidRequestError("account_id must be 32 bytes (or empty)")
+            data = store.account_bundle_json(epoch_id, account_id)
+            if data is None:
+                raise LookupError(f"epoch {epoch_id} has no published bundle of account "
+                                  f"0x{account_id.hex()}")
+            return epoch_pb2.GetBundleResponse(bundle_json=data.decode())
+        data = store.bundle_json(epoch_id)
         if data is None:
+            billed = len(store.account_bundles(epoch_id))
+            status = store.status(epoch_id)
+            if billed > 1 and status is not None and status.finished:
+                raise EpochStateError(f"epoch {epoch_id} billed {billed} accounts: name the "
+                                      "account (account_id; ListAccountBundles lists them)")
             raise LookupError(f"epoch {epoch_id} has no published bundle")
         return epoch_pb2.GetBundleResponse(bundle_json=data.decode())
 
     async def GetBundle(self, request: epoch_pb2.GetBundleRequest,
                         context: grpc.aio.ServicerContext) -> epoch_pb2.GetBundleResponse:
-        result: epoch_pb2.GetBundleResponse = await self._call(context, self._bundle,
-                                                               request.epoch_id)
+        result: epoch_pb2.GetBundleResponse = await self._call(
+            context, self._bundle, request.epoch_id, request.account_id)
+        return result
+
+    def _accounts(self, epoch_id: int) -> epoch_pb2.ListAccountBundlesResponse:
+        status = self.services.store.status(epoch_id)
+        if status is None or not status.finished:
+            raise LookupError(f"epoch {epoch_id} is not published")
+        return epoch_pb2.ListAccountBundlesResponse(accounts=[
+            epoch_pb2.AccountBundle(account_id=a.account_id, leaves=a.leaves,
+                                    total_units=a.total_units or 0,
+                                    merkle_root=a.merkle_root or b"")
+            for a in self.services.store.account_bundles(epoch_id)])
+
+    async def ListAccountBundles(self, request: epoch_pb2.ListAccountBundlesRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> epoch_pb2.ListAccountBundlesResponse:
+        result: epoch_pb2.ListAccountBundlesResponse = await self._call(
+            context, self._accounts, request.epoch_id)
+        return result
+
+    def _statement(self, epoch_id: int, account_id: bytes) -> epoch_pb2.GetStatementResponse:
+        if len(account_id) != 32:
+            raise InvalidRequestError("account_id must be 32 bytes")
+        data = self.services.store.statement(epoch_id, account_id)
+        if data is None:
+            raise LookupError(f"epoch {epoch_id} has no published statement of account "
+                              f"0x{account_id.hex()}")
+        return epoch_pb2.GetStatementResponse(sealed_statement=data)
+
+    async def GetStatement(self, request: epoch_pb2.GetStatementRequest,
+                           context: grpc.aio.ServicerContext) -> epoch_pb2.GetStatementResponse:
+        result: epoch_pb2.GetStatementResponse = await self._call(
+            context, self._statement, request.epoch_id, request.account_id)
         return result
 
     def _sealed(self, epoch_id: int, tag: bytes) -> epoch_pb2.GetSealedOpeningResponse:

@@ -81,6 +81,18 @@ class SealedOpeningOut(BaseModel):
     sealed: str
 
 
+class AccountBundleOut(BaseModel):
+    """One billing account's bundle of an epoch (public: its total, padded leaf count and
+    root are on-chain once submitted)."""
+
+    account_id: str
+    leaves: int
+    total_units: int | None = Field(description="Set once published.")
+    merkle_root: str | None = Field(description="Set once published.")
+    bundle: str = Field(description="Path of the account's bundle.")
+    statement: str = Field(description="Path of the sealed payer statement.")
+
+
 class PricesOut(BaseModel):
     """Billable units per token of each class."""
 
@@ -143,12 +155,19 @@ def strict_int(value: Any) -> Any:
 Digits = BeforeValidator(strict_int)  # beside Path/Query, not nested: keeps their schema
 EpochId = Annotated[int, Path(ge=0, le=MAX_EPOCH_ID, description="Epoch id.", examples=[1]),
                     Digits]
+AccountId = Annotated[str, Path(pattern=TAG_PATTERN, examples=["0x" + "cd" * 32],
+                                description="Billing account id: 32 bytes as 64 hex "
+                                            "characters, 0x optional.")]
 Tag = Annotated[str, Path(pattern=TAG_PATTERN, examples=["0x" + "ab" * 32],
                           description="Leaf tag: 32 bytes as 64 hex characters, 0x optional.")]
 
 
 class NotFound(LookupError):
     """A resource that does not exist (yet): answered 404."""
+
+
+class Ambiguous(LookupError):
+    """A single-bundle read of an epoch that billed several accounts: answered 409."""
 
 
 def _hex(data: bytes) -> str:
@@ -236,6 +255,8 @@ def _error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": errors}, status_code=422)
     if isinstance(exc, NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
+    if isinstance(exc, Ambiguous):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
     if isinstance(exc, SQLAlchemyError | LedgerError):
         log.warning("http: database error on %s: %s", request.url.path, type(exc).__name__)
         return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
@@ -244,7 +265,10 @@ def _error(request: Request, exc: Exception) -> JSONResponse:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "Unknown epoch, not published, or no such tag."},
+    404: {"model": ErrorOut, "description": "Unknown epoch, not published, or no such tag "
+                                            "or account."},
+    409: {"model": ErrorOut, "description": "The epoch billed several accounts: read each "
+                                            "account's bundle."},
     503: {"model": ErrorOut, "description": "The database is unavailable."},
 }
 
@@ -260,7 +284,7 @@ def create_http_app(services: Services) -> FastAPI:
                               "two publications (operational metrics are on the operator's "
                               "own listener, ZKMETER_METRICS_BIND).")
     app.state.services = services
-    for kind in (HTTPException, RequestValidationError, NotFound, SQLAlchemyError,
+    for kind in (HTTPException, RequestValidationError, NotFound, Ambiguous, SQLAlchemyError,
                  LedgerError, Exception):
         app.add_exception_handler(kind, _error)
 
@@ -291,12 +315,74 @@ def create_http_app(services: Services) -> FastAPI:
                               "content": {"application/json": {"schema": {"type": "object"}}}},
                         **ERRORS})
     def get_bundle(store: StoreDep, epoch_id: EpochId) -> Response:
-        """The published bundle, byte for byte as stored and signed."""
+        """The published bundle of an epoch that billed one account, byte for byte as stored
+        and signed (an epoch of several accounts: 409, see ``/accounts``)."""
         raw = store.bundle_json(epoch_id)
         if raw is None:
             _published(store, epoch_id)  # says which: unknown or not yet published
-            raise NotFound(f"epoch {epoch_id} is not published yet")
+            billed = len(store.account_bundles(epoch_id))
+            if billed == 0:
+                raise NotFound(f"epoch {epoch_id} billed no account: it has no bundle")
+            raise Ambiguous(f"epoch {epoch_id} billed {billed} accounts: each has its own "
+                            f"bundle, listed at /v1/epochs/{epoch_id}/accounts")
         return Response(content=raw, media_type="application/json")
+
+    @app.get("/v1/epochs/{epoch_id}/accounts", response_model=list[AccountBundleOut],
+             tags=["epochs"], responses=ERRORS)
+    def list_accounts(store: StoreDep, epoch_id: EpochId) -> list[AccountBundleOut]:
+        """The billing accounts of a published epoch, one bundle each, by account id."""
+        _published(store, epoch_id)
+        base = f"/v1/epochs/{epoch_id}/accounts"
+        return [AccountBundleOut(
+            account_id=_hex(a.account_id), leaves=a.leaves, total_units=a.total_units,
+            merkle_root=None if a.merkle_root is None else _hex(a.merkle_root),
+            bundle=f"{base}/{_hex(a.account_id)}/bundle",
+            statement=f"{base}/{_hex(a.account_id)}/statement")
+            for a in store.account_bundles(epoch_id)]
+
+    @app.get("/v1/epochs/{epoch_id}/accounts/{account_id}/bundle", tags=["epochs"],
+             response_class=Response,
+             responses={200: {"description": "The account's bundle JSON as published.",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                        **ERRORS})
+    def get_account_bundle(store: StoreDep, epoch_id: EpochId,
+                           account_id: AccountId) -> Response:
+        """One account's published bundle, byte for byte as stored and signed."""
+        account = parse_tag(account_id)
+        raw = store.account_bundle_json(epoch_id, account)
+        if raw is None:
+            _published(store, epoch_id)
+            raise NotFound(f"epoch {epoch_id} has no bundle of account {_hex(account)}")
+        return Response(content=raw, media_type="application/json")
+
+    @app.get("/v1/epochs/{epoch_id}/accounts/{account_id}/statement", tags=["epochs"],
+             response_class=Response,
+             responses={200: {"description": "The sealed payer statement (a NaCl sealed box "
+                                             "to the payer's X25519 key).",
+                              "content": {OCTET_STREAM: {
+                                  "schema": {"type": "string", "format": "binary"}}}},
+                        **ERRORS})
+    def get_statement(store: StoreDep, epoch_id: EpochId, account_id: AccountId) -> Response:
+        """One account's sealed payer statement: anyone may fetch it, only the payer's key
+        opens it; its size depends on the public leaf count only."""
+        account = parse_tag(account_id)
+        box = store.statement(epoch_id, account)
+        if box is None:
+            _published(store, epoch_id)
+            raise NotFound(f"epoch {epoch_id} has no statement of account {_hex(account)}")
+        return Response(content=box, media_type=OCTET_STREAM)
+
+    @app.get("/v1/epochs/{epoch_id}/accounts/{account_id}/openings",
+             response_model=dict[str, str], tags=["openings"], responses=ERRORS)
+    def list_account_openings(store: StoreDep, epoch_id: EpochId,
+                              account_id: AccountId) -> dict[str, str]:
+        """The sealed openings of one account's bundle, ``{tag: sealed}`` in hex."""
+        _published(store, epoch_id)
+        account = parse_tag(account_id)
+        found = store.sealed_openings(epoch_id, account)
+        if not found:
+            raise NotFound(f"epoch {epoch_id} has no bundle of account {_hex(account)}")
+        return {_hex(tag): _hex(box) for tag, box in sorted(found.items())}
 
     @app.get("/v1/epochs/{epoch_id}/openings", response_model=dict[str, str], tags=["openings"],
              responses=ERRORS)

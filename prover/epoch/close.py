@@ -1,4 +1,10 @@
-"""Closing an epoch: from per-user totals to a signed bundle and sealed openings.
+"""Closing one billing account's epoch: from per-user totals to a signed bundle and sealed
+openings (prover/epoch/service.py runs this once per account with usage).
+
+The range-proof context's subject (its provider slot) is the billing account's on-chain id,
+so tags, blindings and proofs are per account and the contract verifies a challenged proof
+under the account it pays from. Without an account (``EpochInputs.account`` None: benchmarks
+and the version-1 format) the subject is the provider's Ed25519 key.
 
 Steps (docs/epoch.md):
 
@@ -36,6 +42,7 @@ from circuits.pedersen import commit, sum_commitments
 from circuits.transcript import RangeProofContext
 from prover.epoch.derive import blinding, padding_tag, proof_seed, user_tag
 from prover.epoch.executor import InlineExecutor, LeafJob, LeafResult, ProofExecutor, prove_leaf
+from verifier.account import AccountBlock
 from verifier.bundle import (
     SETTLEMENT_BIT_SIZE,
     SETTLEMENT_TOTAL_BITS,
@@ -90,6 +97,7 @@ class EpochInputs:
     bit_size: int
     totals: Mapping[str, int]
     min_leaves: int = DEFAULT_MIN_LEAVES
+    account: AccountBlock | None = None  # the billing account billed (module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,8 @@ class ClosedEpoch:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     # leaves the executor got wrong and this process proved again: tag -> executor name
     reproved: dict[bytes, str] = field(default_factory=dict)
+    # private: every leaf in the bundle's (tag) order, users and padding, with its witness
+    planned: tuple[PlannedLeaf, ...] = ()
 
 
 def leaf_count(users: int, min_leaves: int) -> int:
@@ -171,8 +181,11 @@ def close_epoch(
     progress: Callable[[int, int], None] | None = None,
 ) -> ClosedEpoch:
     """Run the whole close (module docstring); resumable through ``store``."""
-    if bytes(signing_key.verify_key) != inputs.ctx.provider_id:
-        raise EpochCloseError("the signing key does not belong to the context's provider id")
+    key = bytes(signing_key.verify_key)
+    subject = key if inputs.account is None else inputs.account.account_id(key)
+    if subject != inputs.ctx.provider_id:
+        raise EpochCloseError("the context's subject is not the signing key's "
+                              + ("provider id" if inputs.account is None else "account id"))
     started = time.perf_counter()
     planned = plan(inputs, secret)
     timings = {"derive": time.perf_counter() - started}
@@ -273,7 +286,8 @@ def assemble(
     unsigned = Bundle(
         chain_id=inputs.ctx.chain_id,
         contract=inputs.ctx.contract,
-        provider_id=inputs.ctx.provider_id,
+        provider_id=bytes(signing_key.verify_key),
+        account=inputs.account,
         epoch_id=inputs.ctx.epoch_id,
         window_start=inputs.window_start,
         window_end=inputs.window_end,
@@ -305,4 +319,4 @@ def assemble(
             openings[p.user_id] = opening
         sealed[p.job.tag] = seal(opening, key or bytes(PrivateKey.generate().public_key))
     timings["seal"] = time.perf_counter() - started
-    return ClosedEpoch(bundle, openings, sealed, timings)
+    return ClosedEpoch(bundle, openings, sealed, timings, planned=tuple(ordered))

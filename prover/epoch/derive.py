@@ -28,6 +28,8 @@ ever share a nonce.
 
 from collections.abc import Iterator, Sequence
 
+from nacl.signing import SigningKey
+
 from circuits.constants import CURVE_ORDER
 from circuits.encoding import u32, u64, u256
 from circuits.hashing import keccak256
@@ -38,6 +40,13 @@ PAD_TAG_DOMAIN = b"ZKMETER_PADTAG_1"
 BLIND_DOMAIN = b"ZKMETER_BLIND_V2"
 PROOF_RNG_DOMAIN = b"ZKMETER_PRNG_V2_"
 MIN_SECRET_BYTES = 32
+MASTER_SECRET_LABEL = b"ZKMETER_MASTER_1"
+
+
+def master_secret(signing_key: SigningKey) -> bytes:
+    """The epoch master secret, derived from the provider's Ed25519 seed (domain-separated,
+    so the one root secret the operator keeps yields independent keys)."""
+    return keccak256(MASTER_SECRET_LABEL, bytes(signing_key))
 
 
 def _check_secret(secret: bytes) -> None:

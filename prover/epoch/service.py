@@ -1,9 +1,13 @@
 """The epoch domain service: close (or resume closing) an epoch and publish it.
 
 ``EpochService.close()`` takes the ledger's open epoch to ``closing`` (which opens the next
-one), snapshots its per-user totals, runs the close pipeline (prover/epoch/close.py) with
-leaves saved in the database as they finish, stores the bundle and the openings, and marks
-the epoch ``closed``. If an epoch is already ``closing`` (a close was interrupted), ``close()``
+one), snapshots its per-user totals, splits them by billing account (every user belongs to
+exactly one, prover/accounts/registry.py), runs the close pipeline (prover/epoch/close.py)
+once per account with usage, in account-id order, with leaves saved in the database as they
+finish, makes each account's payer statement (verifier/statement.py: every leaf's user or
+padding, value, blinding and the user's last receipt hash, signed, sealed to the payer's
+X25519 key), stores every bundle, statement and opening in one transaction, and marks the
+epoch ``closed``. If an epoch is already ``closing`` (a close was interrupted), ``close()``
 resumes that one instead, and yields the same bundle byte for byte. No transport here.
 
 Faults (docs/operations.md): every storage call of a close goes through the ledger's bounded
@@ -25,25 +29,22 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from circuits.hashing import keccak256
 from circuits.transcript import RangeProofContext
+from prover.accounts.registry import Account, AccountRegistry
 from prover.epoch.close import ClosedEpoch, EpochInputs, close_epoch, leaf_count
+from prover.epoch.derive import master_secret
 from prover.epoch.executor import LeafResult, ProofExecutor, RayTls, make_executor
-from prover.epoch.storage import CloseParams, DbLeafStore, EpochStore
+from prover.epoch.storage import AccountPublication, CloseParams, DbLeafStore, EpochStore
 from prover.errors import EpochStateError, LedgerError
 from prover.ledger import EpochInfo, Ledger
 from prover.ledger.faults import describe
 from prover.ledger.schema import EPOCH_CLOSING, EPOCH_OPEN, epochs
+from verifier.bundle import Bundle
+from verifier.opening import Opening
+from verifier.statement import make_statement, seal_statement
 
-MASTER_SECRET_LABEL = b"ZKMETER_MASTER_1"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def master_secret(signing_key: SigningKey) -> bytes:
-    """The epoch master secret, derived from the provider's Ed25519 seed (domain-separated,
-    so the one root secret the operator keeps yields independent keys)."""
-    return keccak256(MASTER_SECRET_LABEL, bytes(signing_key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,70 @@ class EpochParams:
     ray_tls: RayTls | None = None
     ray_allow_plaintext: bool = False
     allow_empty: bool = False  # publish an epoch with no usage (refused by default)
+    # the address that registered the provider on-chain (ZKMETER_OPERATOR_ADDRESS): with the
+    # signing key, a payer and an asset it makes each account's id (verifier/account.py)
+    operator: bytes = bytes(20)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEpoch:
+    """What one close published: each billed account's part (bundle, openings) and sealed
+    payer statement, by account id (in account-id order)."""
+
+    epoch_id: int
+    accounts: dict[bytes, ClosedEpoch]
+    statements: dict[bytes, bytes]  # account id -> sealed payer statement
+
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle of an epoch that billed exactly one account."""
+        if len(self.accounts) != 1:
+            raise LookupError(f"epoch {self.epoch_id} billed {len(self.accounts)} accounts: "
+                              "name the account")
+        return next(iter(self.accounts.values())).bundle
+
+    @property
+    def bundles(self) -> list[Bundle]:
+        """Every account's bundle, in account-id order."""
+        return [part.bundle for part in self.accounts.values()]
+
+    @property
+    def openings(self) -> dict[str, Opening]:
+        """Every user's opening (private), over all accounts."""
+        return {user: o for part in self.accounts.values() for user, o in part.openings.items()}
+
+    @property
+    def sealed(self) -> dict[bytes, bytes]:
+        """Every leaf's sealed opening by tag, over all accounts."""
+        return {tag: box for part in self.accounts.values() for tag, box in part.sealed.items()}
+
+    @property
+    def reproved(self) -> dict[bytes, str]:
+        """Leaves proved again in process, over all accounts."""
+        return {t: e for part in self.accounts.values() for t, e in part.reproved.items()}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per phase, summed over the accounts."""
+        out: dict[str, float] = {}
+        for part in self.accounts.values():
+            for phase, seconds in part.timings.items():
+                out[phase] = out.get(phase, 0.0) + seconds
+        return out
+
+    @property
+    def leaves(self) -> int:
+        """Leaves over all accounts."""
+        return sum(len(part.bundle.leaves) for part in self.accounts.values())
+
+
+def _offset(progress: Callable[[int, int], None] | None, offset: int, overall: int
+            ) -> Callable[[int, int], None] | None:
+    """One account's progress as the whole epoch's (its leaves come after ``offset``)."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, _total: report(offset + done, overall)
 
 
 class RetryingLeafStore:
@@ -90,6 +155,8 @@ class EpochService:
         self.ledger = ledger
         self.store = store
         self.params = params
+        self.accounts = AccountRegistry(ledger.engine, operator=params.operator,
+                                        provider_key=ledger.provider_id)
         self._signing_key = signing_key
         self._secret = master_secret(signing_key)
         self._closing = threading.Lock()
@@ -97,10 +164,12 @@ class EpochService:
             workers=params.proof_workers, ray_address=params.ray_address,
             ray_tls=params.ray_tls, ray_allow_plaintext=params.ray_allow_plaintext))
 
-    def context(self, epoch_id: int) -> RangeProofContext:
-        """The range-proof context of an epoch."""
+    def context(self, epoch_id: int, account_id: bytes | None = None) -> RangeProofContext:
+        """The range-proof context of an account's epoch (its subject is the account id;
+        without one, the provider id: the version-1 context)."""
         return RangeProofContext(chain_id=self.params.chain_id, contract=self.params.contract,
-                                 provider_id=self.ledger.provider_id, epoch_id=epoch_id)
+                                 provider_id=account_id or self.ledger.provider_id,
+                                 epoch_id=epoch_id)
 
     def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """A storage call with transient database errors retried (module docstring)."""
@@ -143,7 +212,7 @@ class EpochService:
             return info
         raise EpochStateError("the open epoch kept changing under this close; try again")
 
-    def _fixed_min_leaves(self, epoch_id: int, users: int, fixed: CloseParams) -> int:
+    def _fixed_min_leaves(self, epoch_id: int, users: Sequence[int], fixed: CloseParams) -> int:
         """The padding floor of this close: the stored one. Refuses a resume whose chain id
         or contract differ from the close's (its proofs are bound to them)."""
         now = self.params
@@ -157,11 +226,12 @@ class EpochService:
             raise EpochStateError(f"epoch {epoch_id}'s close started with {' and '.join(changed)}"
                                   "; its proofs are bound to them: set them back to resume it")
         if fixed.min_leaves is None:  # started before the parameters were stored
-            if leaf_count(users, now.min_leaves) != fixed.leaves_total:
+            leaves = sum(leaf_count(n, now.min_leaves) for n in users)
+            if leaves != fixed.leaves_total:
                 raise EpochStateError(
                     f"epoch {epoch_id}'s close started with {fixed.leaves_total} leaves; "
-                    f"ZKMETER_MIN_LEAVES={now.min_leaves} would make "
-                    f"{leaf_count(users, now.min_leaves)}: set it back to resume it")
+                    f"ZKMETER_MIN_LEAVES={now.min_leaves} would make {leaves}: set it back "
+                    "to resume it")
             return now.min_leaves
         if fixed.min_leaves != now.min_leaves:
             log.warning("epoch %d: resuming with the close's own min_leaves=%d "
@@ -170,7 +240,7 @@ class EpochService:
         return fixed.min_leaves
 
     def close(self, *, progress: Callable[[int, int], None] | None = None,
-              allow_empty: bool | None = None) -> ClosedEpoch:
+              allow_empty: bool | None = None) -> PublishedEpoch:
         """Close (or resume closing) an epoch and publish it; returns what was published.
 
         An open epoch with no usage since the last close is refused (EpochStateError) unless
@@ -184,52 +254,108 @@ class EpochService:
             except SQLAlchemyError as exc:  # any database error left: one short line
                 raise LedgerError(f"the database failed: {describe(exc)}") from None
 
+    def _split(self, epoch_id: int, totals: dict[str, int]
+               ) -> list[tuple[Account, dict[str, int]]]:
+        """The epoch's totals by billing account, in account-id order. Every user with usage
+        must belong to an account whose id this provider's operator address derives."""
+        owners = self._db(self.accounts.accounts_of, list(totals))
+        orphans = len(set(totals) - set(owners))
+        if orphans:
+            raise EpochStateError(f"epoch {epoch_id}: {orphans} users with usage belong to no "
+                                  "billing account; register each under its payer's account "
+                                  "(RegisterUser) to close the epoch")
+        known = self._db(self.accounts.accounts, set(owners.values()))
+        groups: dict[bytes, dict[str, int]] = {}
+        for user, account_id in owners.items():
+            groups.setdefault(account_id, {})[user] = totals[user]
+        out = []
+        for account_id in sorted(groups):
+            account = known[account_id]
+            derived = account.block(self.params.operator).account_id(self.ledger.provider_id)
+            if derived != account_id:
+                raise EpochStateError(
+                    f"billing account 0x{account_id.hex()} was registered under another "
+                    f"operator address (ZKMETER_OPERATOR_ADDRESS is now "
+                    f"0x{self.params.operator.hex()}): set it back to close the epoch")
+            out.append((account, groups[account_id]))
+        return out
+
     def _close(self, progress: Callable[[int, int], None] | None,
-               allow_empty: bool) -> ClosedEpoch:
+               allow_empty: bool) -> PublishedEpoch:
         info = self.epoch_to_close(allow_empty=allow_empty)
         totals = self._db(self.ledger.totals, info.id)
         if info.window_end_ms is None:  # a closing epoch always has its window end
             raise EpochStateError(f"epoch {info.id} has no window end")
         params = self.params
+        parts = self._split(info.id, totals)
+        counts = [len(users) for _, users in parts]
         fixed = self.ledger.with_retries(lambda: self.store.start_close(
-            info.id, leaf_count(len(totals), params.min_leaves), min_leaves=params.min_leaves,
-            chain_id=params.chain_id, contract=params.contract))
-        inputs = EpochInputs(
-            ctx=self.context(info.id), window_start=info.window_start_ms,
-            window_end=info.window_end_ms, rate_card_hash=info.rate_card_hash,
-            bit_size=info.bit_size, totals=totals,
-            min_leaves=self._fixed_min_leaves(info.id, len(totals), fixed))
+            info.id, sum(leaf_count(n, params.min_leaves) for n in counts),
+            min_leaves=params.min_leaves, chain_id=params.chain_id, contract=params.contract))
+        min_leaves = self._fixed_min_leaves(info.id, counts, fixed)
         keys = self.ledger.with_retries(lambda: self.store.user_keys(totals, epoch_id=info.id))
+        heads = self._db(self.ledger.chain_heads, info.id)
+        overall = sum(leaf_count(n, min_leaves) for n in counts)
+        closed: dict[bytes, ClosedEpoch] = {}
+        statements: dict[bytes, bytes] = {}
         with self._executor_factory() as executor:
-            closed = close_epoch(inputs, secret=self._secret, signing_key=self._signing_key,
-                                 store=RetryingLeafStore(self.store.leaves(info.id),
-                                                         self.ledger),
-                                 executor=executor, user_keys=keys, progress=progress)
-        self._publish(info.id, closed, keys)
-        return closed
+            for account, users in parts:
+                account_id = account.account_id
+                offset = sum(len(c.bundle.leaves) for c in closed.values())
+                self._db(self.store.start_account_close, info.id, account_id,
+                         leaf_count(len(users), min_leaves))
+                inputs = EpochInputs(
+                    ctx=self.context(info.id, account_id), window_start=info.window_start_ms,
+                    window_end=info.window_end_ms, rate_card_hash=info.rate_card_hash,
+                    bit_size=info.bit_size, totals=users, min_leaves=min_leaves,
+                    account=account.block(params.operator))
+                part = close_epoch(
+                    inputs, secret=self._secret, signing_key=self._signing_key,
+                    store=RetryingLeafStore(self.store.leaves(info.id, account_id), self.ledger),
+                    executor=executor, user_keys=keys,
+                    progress=_offset(progress, offset, overall))
+                closed[account_id] = part
+                statements[account_id] = self._statement(part, heads, account)
+        published = PublishedEpoch(info.id, closed, statements)
+        self._publish(published, keys)
+        return published
 
-    def _publish(self, epoch_id: int, closed: ClosedEpoch, keys: dict[str, bytes]) -> None:
+    def _statement(self, part: ClosedEpoch, heads: dict[str, bytes], account: Account) -> bytes:
+        """The account's payer statement, signed and sealed to the payer's key."""
+        entries = [(p.job.tag, p.user_id, p.job.value, p.job.blinding,
+                    bytes(32) if p.user_id is None else heads[p.user_id])
+                   for p in part.planned]
+        statement = make_statement(part.bundle, entries, self._signing_key)
+        return seal_statement(statement, account.payer_x25519_public_key)
+
+    def _publish(self, published: PublishedEpoch, keys: dict[str, bytes]) -> None:
         """Publish and mark closed (one transaction, EpochStore.publish), retried; a retry
-        that finds its own earlier attempt committed (the same bundle) is a success."""
-        private = {o.tag: (user, o.to_bytes()) for user, o in closed.openings.items()
-                   if user not in keys}
-        bundle_json = closed.bundle.dumps().encode()
+        that finds its own earlier attempt committed (the same bundles) is a success."""
+        epoch_id = published.epoch_id
+        parts = []
+        for account_id, part in published.accounts.items():
+            private = {o.tag: (user, o.to_bytes()) for user, o in part.openings.items()
+                       if user not in keys}
+            parts.append(AccountPublication(
+                account_id=account_id, bundle_json=part.bundle.dumps().encode(),
+                merkle_root=part.bundle.merkle_root, total_units=part.bundle.total,
+                statement=published.statements[account_id], sealed=part.sealed,
+                private_openings=private))
         attempts = 0
 
         def publish() -> None:
             nonlocal attempts
             attempts += 1
-            self.store.publish(epoch_id, bundle_json=bundle_json,
-                               merkle_root=closed.bundle.merkle_root,
-                               total_units=closed.bundle.total, sealed=closed.sealed,
-                               private_openings=private,
+            self.store.publish(epoch_id, accounts=parts,
                                private_retention_ms=self.params
                                .plaintext_opening_retention_days * 86_400_000)
 
         try:
             self.ledger.with_retries(publish)
         except EpochStateError:
-            if attempts > 1 and self._db(self.store.bundle_json, epoch_id) == bundle_json:
+            if attempts > 1 and all(
+                    self._db(self.store.account_bundle_json, epoch_id, p.account_id)
+                    == p.bundle_json for p in parts):
                 return  # our own commit went through; only its answer was lost
             raise
         try:  # keyless users' plaintext openings past their retention (docs/security.md)

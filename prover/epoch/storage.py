@@ -1,8 +1,14 @@
 """Durable storage of epoch closes: user keys, progress, leaves, bundles and openings.
 
-Same engine and database as the ledger (prover/ledger), tables of migration v0002. Every
-write is one transaction; a leaf is committed as soon as it is proved, so a close killed at
-any point resumes from what is stored.
+Same engine and database as the ledger (prover/ledger), tables of migrations v0002 and
+v0006. Every write is one transaction; a leaf is committed as soon as it is proved, so a close
+killed at any point resumes from what is stored.
+
+An epoch is published as one bundle per billing account with usage (``account_bundles``:
+bundle, sealed payer statement, root, total), with each leaf and opening marked with its
+account. ``epoch_closes`` keeps the epoch's sums (leaves, units) and, when the epoch billed
+exactly one account, that account's bundle and root too, so the single-bundle reads
+(``GET /v1/epochs/{id}/bundle``) keep working for the common case.
 """
 
 from collections.abc import Iterable, Sequence
@@ -11,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 
 from prover.epoch.executor import LeafResult
 from prover.errors import EpochStateError, UserKeyExistsError
@@ -18,6 +25,7 @@ from prover.ledger.schema import (
     EPOCH_CLOSED,
     EPOCH_CLOSING,
     EPOCH_OPEN,
+    account_bundles,
     epoch_closes,
     epoch_leaves,
     epoch_openings,
@@ -48,6 +56,30 @@ class CloseParams:
     min_leaves: int | None
     chain_id: int | None
     contract: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPublication:
+    """What one billing account's part of an epoch publishes."""
+
+    account_id: bytes
+    bundle_json: bytes
+    merkle_root: bytes
+    total_units: int
+    statement: bytes  # the payer statement, sealed to the payer's X25519 key
+    sealed: dict[bytes, bytes]  # tag -> sealed opening
+    # tags of users without a registered key -> (user id, plaintext opening)
+    private_openings: dict[bytes, tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBundleSummary:
+    """One account's published bundle of an epoch, as the public read side lists it."""
+
+    account_id: bytes
+    leaves: int
+    total_units: int | None
+    merkle_root: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +183,21 @@ class EpochStore:
             chain_id=None if row.chain_id is None else int(row.chain_id),
             contract=None if row.contract is None else bytes(row.contract))
 
-    def leaves(self, epoch_id: int) -> "DbLeafStore":
-        """The LeafStore of one epoch."""
-        return DbLeafStore(self.engine, epoch_id)
+    def start_account_close(self, epoch_id: int, account_id: bytes, leaves_total: int) -> int:
+        """Record an account's part of a close (idempotent, first closer wins); returns the
+        stored leaf count."""
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        with self.engine.begin() as conn:
+            conn.execute(dialect_insert(account_bundles).values(
+                epoch_id=epoch_id, account_id=account_id, leaves_total=leaves_total)
+                .on_conflict_do_nothing(index_elements=["epoch_id", "account_id"]))
+            return int(conn.execute(select(account_bundles.c.leaves_total).where(
+                account_bundles.c.epoch_id == epoch_id,
+                account_bundles.c.account_id == account_id)).scalar_one())
+
+    def leaves(self, epoch_id: int, account_id: bytes | None = None) -> "DbLeafStore":
+        """The LeafStore of one epoch (of one account's part of it, if given)."""
+        return DbLeafStore(self.engine, epoch_id, account_id)
 
     def status(self, epoch_id: int) -> CloseStatus | None:
         """Progress of the close of ``epoch_id`` (None if it never started)."""
@@ -231,18 +275,16 @@ class EpochStore:
 
     # --- publication ---------------------------------------------------------------------
 
-    def publish(self, epoch_id: int, *, bundle_json: bytes, merkle_root: bytes,
-                total_units: int, sealed: dict[bytes, bytes],
-                private_openings: dict[bytes, tuple[str, bytes]],
+    def publish(self, epoch_id: int, *, accounts: Sequence[AccountPublication],
                 private_retention_ms: int | None = None) -> None:
-        """Store the bundle and every opening and mark the epoch ``closed``, in one
-        transaction that first locks the epoch row and checks that it is still ``closing``:
-        of two racing closers the second gets ``EpochStateError`` ("epoch N is not closing")
-        and writes nothing.
+        """Store every account's bundle, statement and openings and mark the epoch
+        ``closed``, in one transaction that first locks the epoch row and checks that it is
+        still ``closing``: of two racing closers the second gets ``EpochStateError`` ("epoch N
+        is not closing") and writes nothing.
 
-        ``private_openings`` maps tags of users without a registered key to (user id,
-        plaintext opening), served only over the authenticated API and kept for
-        ``private_retention_ms`` (then :meth:`purge_expired_openings` deletes it)."""
+        Plaintext openings (users without a registered key) are served only over the
+        authenticated API and kept for ``private_retention_ms`` (then
+        :meth:`purge_expired_openings` deletes them)."""
         expires = None if private_retention_ms is None else now_ms() + private_retention_ms
         with self.engine.begin() as conn:
             state = conn.execute(select(epochs.c.state).where(epochs.c.id == epoch_id)
@@ -251,19 +293,63 @@ class EpochStore:
                 raise EpochStateError(f"epoch {epoch_id} is not closing (it is "
                                       f"{state or 'unknown'}: another closer published it)")
             conn.execute(epoch_openings.delete().where(epoch_openings.c.epoch_id == epoch_id))
-            rows = []
-            for tag, box in sealed.items():
-                user, opening = private_openings.get(tag, (None, None))
-                rows.append({"epoch_id": epoch_id, "tag": tag, "sealed": box,
-                             "user_id": user, "opening": opening,
-                             "opening_expires_ms": None if opening is None else expires})
-            if rows:
-                conn.execute(insert(epoch_openings), rows)
+            for part in accounts:
+                self._publish_account(conn, epoch_id, part, expires)
+            only = accounts[0] if len(accounts) == 1 else None
             conn.execute(update(epoch_closes).where(epoch_closes.c.epoch_id == epoch_id)
-                         .values(bundle_json=bundle_json, merkle_root=merkle_root,
-                                 total_units=total_units, finished_ms=now_ms()))
+                         .values(bundle_json=None if only is None else only.bundle_json,
+                                 merkle_root=None if only is None else only.merkle_root,
+                                 total_units=sum(p.total_units for p in accounts),
+                                 finished_ms=now_ms()))
             conn.execute(update(epochs).where(epochs.c.id == epoch_id)
                          .values(state=EPOCH_CLOSED))
+
+    @staticmethod
+    def _publish_account(conn: Connection, epoch_id: int, part: AccountPublication,
+                         expires: int | None) -> None:
+        rows = []
+        for tag, box in part.sealed.items():
+            user, opening = part.private_openings.get(tag, (None, None))
+            rows.append({"epoch_id": epoch_id, "tag": tag, "sealed": box,
+                         "account_id": part.account_id, "user_id": user, "opening": opening,
+                         "opening_expires_ms": None if opening is None else expires})
+        if rows:
+            conn.execute(insert(epoch_openings), rows)
+        c = account_bundles.c
+        done = conn.execute(update(account_bundles)
+                            .where(c.epoch_id == epoch_id, c.account_id == part.account_id)
+                            .values(bundle_json=part.bundle_json, merkle_root=part.merkle_root,
+                                    total_units=part.total_units, statement=part.statement))
+        if done.rowcount != 1:
+            raise EpochStateError(f"epoch {epoch_id}: account 0x{part.account_id.hex()}'s part "
+                                  "of the close was never started")
+
+    def account_bundles(self, epoch_id: int) -> list[AccountBundleSummary]:
+        """The accounts billed in an epoch, by account id (published or being closed)."""
+        c = account_bundles.c
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(c.account_id, c.leaves_total, c.total_units,
+                                       c.merkle_root).where(c.epoch_id == epoch_id)
+                                .order_by(c.account_id)).all()
+        return [AccountBundleSummary(bytes(r.account_id), r.leaves_total, r.total_units,
+                                     None if r.merkle_root is None else bytes(r.merkle_root))
+                for r in rows]
+
+    def account_bundle_json(self, epoch_id: int, account_id: bytes) -> bytes | None:
+        """One account's published bundle of an epoch."""
+        c = account_bundles.c
+        with self.engine.begin() as conn:
+            value = conn.execute(select(c.bundle_json).where(
+                c.epoch_id == epoch_id, c.account_id == account_id)).scalar()
+        return None if value is None else bytes(value)
+
+    def statement(self, epoch_id: int, account_id: bytes) -> bytes | None:
+        """One account's sealed payer statement of an epoch (only the payer can open it)."""
+        c = account_bundles.c
+        with self.engine.begin() as conn:
+            value = conn.execute(select(c.statement).where(
+                c.epoch_id == epoch_id, c.account_id == account_id)).scalar()
+        return None if value is None else bytes(value)
 
     def bundle_json(self, epoch_id: int) -> bytes | None:
         """The published bundle JSON of an epoch, if published."""
@@ -280,11 +366,15 @@ class EpochStore:
                                         epoch_openings.c.tag == tag)).scalar()
         return None if value is None else bytes(value)
 
-    def sealed_openings(self, epoch_id: int) -> dict[bytes, bytes]:
-        """Every sealed opening of an epoch, by tag."""
+    def sealed_openings(self, epoch_id: int, account_id: bytes | None = None
+                        ) -> dict[bytes, bytes]:
+        """Every sealed opening of an epoch (of one account's bundle, if given), by tag."""
+        query = (select(epoch_openings.c.tag, epoch_openings.c.sealed)
+                 .where(epoch_openings.c.epoch_id == epoch_id))
+        if account_id is not None:
+            query = query.where(epoch_openings.c.account_id == account_id)
         with self.engine.begin() as conn:
-            rows = conn.execute(select(epoch_openings.c.tag, epoch_openings.c.sealed)
-                                .where(epoch_openings.c.epoch_id == epoch_id))
+            rows = conn.execute(query)
             return {bytes(r.tag): bytes(r.sealed) for r in rows}
 
     def private_opening(self, epoch_id: int, user_id: str) -> bytes | None:
@@ -311,15 +401,18 @@ class EpochStore:
 class DbLeafStore:
     """The finished leaves of one epoch, in the database (a LeafStore)."""
 
-    def __init__(self, engine: Engine, epoch_id: int) -> None:
+    def __init__(self, engine: Engine, epoch_id: int, account_id: bytes | None = None) -> None:
         self.engine = engine
         self.epoch_id = epoch_id
+        self.account_id = account_id
 
     def finished(self) -> dict[bytes, LeafResult]:
+        query = (select(epoch_leaves.c.tag, epoch_leaves.c.commitment, epoch_leaves.c.proof)
+                 .where(epoch_leaves.c.epoch_id == self.epoch_id))
+        if self.account_id is not None:
+            query = query.where(epoch_leaves.c.account_id == self.account_id)
         with self.engine.begin() as conn:
-            rows = conn.execute(select(epoch_leaves.c.tag, epoch_leaves.c.commitment,
-                                       epoch_leaves.c.proof)
-                                .where(epoch_leaves.c.epoch_id == self.epoch_id))
+            rows = conn.execute(query)
             return {bytes(r.tag): LeafResult(bytes(r.tag), bytes(r.commitment), bytes(r.proof))
                     for r in rows}
 
@@ -333,4 +426,4 @@ class DbLeafStore:
         with self.engine.begin() as conn:
             conn.execute(statement, [
                 {"epoch_id": self.epoch_id, "tag": r.tag, "commitment": r.commitment,
-                 "proof": r.proof} for r in results])
+                 "proof": r.proof, "account_id": self.account_id} for r in results])

@@ -363,6 +363,14 @@ class Ledger:
                                        user_states.c.seq > 0)).all()
         return {row.user_id: row.total_units for row in rows}
 
+    def chain_heads(self, epoch_id: int) -> dict[str, bytes]:
+        """Each user's last receipt hash of an epoch (the head of its hash chain)."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(user_states.c.user_id, user_states.c.last_hash)
+                                .where(user_states.c.epoch_id == epoch_id,
+                                       user_states.c.seq > 0)).all()
+        return {row.user_id: bytes(row.last_hash) for row in rows}
+
     def running_totals(self, epoch_id: int) -> dict[str, int]:
         """Per-user totals so far, in any state (for monitoring; not a snapshot)."""
         with self.engine.begin() as conn:

@@ -86,7 +86,8 @@ def build_services(url: str) -> Services:
     store = EpochStore(meter.ledger.engine)
     params = EpochParams(chain_id=config.chain_id, contract=config.contract_bytes(),
                          bit_size=config.bit_size, min_leaves=config.min_leaves,
-                         rate_card_hash=meter.rate_card_hash, epoch_seconds=3600)
+                         rate_card_hash=meter.rate_card_hash, epoch_seconds=3600,
+                         operator=config.operator_bytes())
     epochs = EpochService(ledger=meter.ledger, store=store,
                           signing_key=config.load_signing_key(), params=params,
                           executor_factory=InlineExecutor)

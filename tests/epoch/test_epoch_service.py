@@ -16,7 +16,7 @@ from prover.ledger import Ledger
 from prover.ledger.schema import epoch_leaves
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
-from tests.accounts import STANDARD_USERS, enroll
+from tests.accounts import OPERATOR, STANDARD_USERS, enroll
 from verifier.bundle import parse_bundle, verify_bundle
 from verifier.opening import Opening, check_opening, unseal
 from verifier.tokens import Message
@@ -32,7 +32,8 @@ def build(url, signing_key, *, min_leaves=16):
     store = EpochStore(ledger.engine)
     params = EpochParams(chain_id=31337, contract=b"\x42" * 20, bit_size=32,
                          min_leaves=min_leaves, rate_card_hash=meter.rate_card_hash,
-                         epoch_seconds=3600)
+                         epoch_seconds=3600,
+                           operator=OPERATOR)
     service = EpochService(ledger=ledger, store=store, signing_key=signing_key, params=params,
                            executor_factory=InlineExecutor)
     return meter, store, service
@@ -114,9 +115,10 @@ def test_an_epoch_without_usage_is_refused_unless_allowed(sqlite_url, signing_ke
     with pytest.raises(EpochStateError, match="no usage since the last close"):
         service.close()
     assert meter.ledger.current_epoch().id == first.bundle.epoch_id + 1  # still open
-    empty = service.close(allow_empty=True)
-    assert empty.bundle.epoch_id == first.bundle.epoch_id + 1
-    assert empty.bundle.total == 0 and not empty.openings
+    empty = service.close(allow_empty=True)  # published, billing no account: no bundle
+    assert empty.epoch_id == first.bundle.epoch_id + 1
+    assert empty.accounts == {} and not empty.openings
+    assert meter.ledger.epoch(empty.epoch_id).state == "closed"
 
 
 def test_a_stored_leaf_that_does_not_match_the_snapshot_is_refused(sqlite_url, signing_key):

@@ -14,7 +14,7 @@ from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
-from tests.accounts import enroll
+from tests.accounts import OPERATOR, enroll
 from tests.anvil import running_anvil
 from verifier.keys import new_user_key
 from verifier.tokens import Message
@@ -54,7 +54,8 @@ def epoch_files(tmp_path_factory) -> EpochFiles:
     service = EpochService(
         ledger=ledger, store=store, signing_key=key, executor_factory=InlineExecutor,
         params=EpochParams(chain_id=31337, contract=b"\x5e" * 20, bit_size=32, min_leaves=8,
-                           rate_card_hash=meter.rate_card_hash, epoch_seconds=60))
+                           rate_card_hash=meter.rate_card_hash, epoch_seconds=60,
+                           operator=OPERATOR))
     secret = tmp / "alice.key"
     enroll(ledger.engine, ledger.provider_id, ["alice", "bob"])
     store.register_user_key("alice", new_user_key(secret))

@@ -13,7 +13,7 @@ from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
-from tests.accounts import enroll
+from tests.accounts import OPERATOR, enroll
 from verifier.cli import app
 from verifier.tokens import Message
 
@@ -43,7 +43,8 @@ def world(tmp_path_factory):
     service = EpochService(
         ledger=ledger, store=store, signing_key=key, executor_factory=InlineExecutor,
         params=EpochParams(chain_id=1, contract=b"\x01" * 20, bit_size=32, min_leaves=8,
-                           rate_card_hash=meter.rate_card_hash, epoch_seconds=60))
+                           rate_card_hash=meter.rate_card_hash, epoch_seconds=60,
+                           operator=OPERATOR))
     alice = PrivateKey.generate()
     store.register_user_key("alice", bytes(alice.public_key))
     texts = []

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkmeter/v1/epoch.proto\x12\nzkmeter.v1\"\xbf\x01\n\x05\x45poch\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.zkmeter.v1.EpochState\x12\x14\n\x0cwindow_start\x18\x03 \x01(\x04\x12\x12\n\nwindow_end\x18\x04 \x01(\x04\x12\x13\n\x0bleaves_done\x18\x05 \x01(\r\x12\x14\n\x0cleaves_total\x18\x06 \x01(\r\x12\x13\n\x0bmerkle_root\x18\x07 \x01(\x0c\x12\x13\n\x0btotal_units\x18\x08 \x01(\x04\"\x18\n\x16GetCurrentEpochRequest\"#\n\x0fGetEpochRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\"\x13\n\x11\x43loseEpochRequest\"$\n\x10GetBundleRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\"(\n\x11GetBundleResponse\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\t\"8\n\x17GetSealedOpeningRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12\x0b\n\x03tag\x18\x02 \x01(\x0c\"2\n\x18GetSealedOpeningResponse\x12\x16\n\x0esealed_opening\x18\x01 \x01(\x0c\"6\n\x11GetOpeningRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"%\n\x12GetOpeningResponse\x12\x0f\n\x07opening\x18\x01 \x01(\x0c*p\n\nEpochState\x12\x1b\n\x17\x45POCH_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45POCH_STATE_OPEN\x10\x01\x12\x17\n\x13\x45POCH_STATE_CLOSING\x10\x02\x12\x16\n\x12\x45POCH_STATE_CLOSED\x10\x03\x32\xca\x03\n\x0c\x45pochService\x12H\n\x0fGetCurrentEpoch\x12\".zkmeter.v1.GetCurrentEpochRequest\x1a\x11.zkmeter.v1.Epoch\x12>\n\nCloseEpoch\x12\x1d.zkmeter.v1.CloseEpochRequest\x1a\x11.zkmeter.v1.Epoch\x12:\n\x08GetEpoch\x12\x1b.zkmeter.v1.GetEpochRequest\x1a\x11.zkmeter.v1.Epoch\x12H\n\tGetBundle\x12\x1c.zkmeter.v1.GetBundleRequest\x1a\x1d.zkmeter.v1.GetBundleResponse\x12]\n\x10GetSealedOpening\x12#.zkmeter.v1.GetSealedOpeningRequest\x1a$.zkmeter.v1.GetSealedOpeningResponse\x12K\n\nGetOpening\x12\x1d.zkmeter.v1.GetOpeningRequest\x1a\x1e.zkmeter.v1.GetOpeningResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkmeter/v1/epoch.proto\x12\nzkmeter.v1\"\xbf\x01\n\x05\x45poch\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.zkmeter.v1.EpochState\x12\x14\n\x0cwindow_start\x18\x03 \x01(\x04\x12\x12\n\nwindow_end\x18\x04 \x01(\x04\x12\x13\n\x0bleaves_done\x18\x05 \x01(\r\x12\x14\n\x0cleaves_total\x18\x06 \x01(\r\x12\x13\n\x0bmerkle_root\x18\x07 \x01(\x0c\x12\x13\n\x0btotal_units\x18\x08 \x01(\x04\"\x18\n\x16GetCurrentEpochRequest\"#\n\x0fGetEpochRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\"\x13\n\x11\x43loseEpochRequest\"8\n\x10GetBundleRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12\x12\n\naccount_id\x18\x02 \x01(\x0c\"(\n\x11GetBundleResponse\x12\x13\n\x0b\x62undle_json\x18\x01 \x01(\t\"]\n\rAccountBundle\x12\x12\n\naccount_id\x18\x01 \x01(\x0c\x12\x0e\n\x06leaves\x18\x02 \x01(\r\x12\x13\n\x0btotal_units\x18\x03 \x01(\x04\x12\x13\n\x0bmerkle_root\x18\x04 \x01(\x0c\"-\n\x19ListAccountBundlesRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\"I\n\x1aListAccountBundlesResponse\x12+\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x19.zkmeter.v1.AccountBundle\";\n\x13GetStatementRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12\x12\n\naccount_id\x18\x02 \x01(\x0c\"0\n\x14GetStatementResponse\x12\x18\n\x10sealed_statement\x18\x01 \x01(\x0c\"8\n\x17GetSealedOpeningRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12\x0b\n\x03tag\x18\x02 \x01(\x0c\"2\n\x18GetSealedOpeningResponse\x12\x16\n\x0esealed_opening\x18\x01 \x01(\x0c\"6\n\x11GetOpeningRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\x04\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"%\n\x12GetOpeningResponse\x12\x0f\n\x07opening\x18\x01 \x01(\x0c*p\n\nEpochState\x12\x1b\n\x17\x45POCH_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45POCH_STATE_OPEN\x10\x01\x12\x17\n\x13\x45POCH_STATE_CLOSING\x10\x02\x12\x16\n\x12\x45POCH_STATE_CLOSED\x10\x03\x32\x82\x05\n\x0c\x45pochService\x12H\n\x0fGetCurrentEpoch\x12\".zkmeter.v1.GetCurrentEpochRequest\x1a\x11.zkmeter.v1.Epoch\x12>\n\nCloseEpoch\x12\x1d.zkmeter.v1.CloseEpochRequest\x1a\x11.zkmeter.v1.Epoch\x12:\n\x08GetEpoch\x12\x1b.zkmeter.v1.GetEpochRequest\x1a\x11.zkmeter.v1.Epoch\x12H\n\tGetBundle\x12\x1c.zkmeter.v1.GetBundleRequest\x1a\x1d.zkmeter.v1.GetBundleResponse\x12\x63\n\x12ListAccountBundles\x12%.zkmeter.v1.ListAccountBundlesRequest\x1a&.zkmeter.v1.ListAccountBundlesResponse\x12Q\n\x0cGetStatement\x12\x1f.zkmeter.v1.GetStatementRequest\x1a .zkmeter.v1.GetStatementResponse\x12]\n\x10GetSealedOpening\x12#.zkmeter.v1.GetSealedOpeningRequest\x1a$.zkmeter.v1.GetSealedOpeningResponse\x12K\n\nGetOpening\x12\x1d.zkmeter.v1.GetOpeningRequest\x1a\x1e.zkmeter.v1.GetOpeningResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zkmeter.v1.epoch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EPOCHSTATE']._serialized_start=601
-  _globals['_EPOCHSTATE']._serialized_end=713
+  _globals['_EPOCHSTATE']._serialized_start=949
+  _globals['_EPOCHSTATE']._serialized_end=1061
   _globals['_EPOCH']._serialized_start=39
   _globals['_EPOCH']._serialized_end=230
   _globals['_GETCURRENTEPOCHREQUEST']._serialized_start=232
@@ -42,17 +42,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLOSEEPOCHREQUEST']._serialized_start=295
   _globals['_CLOSEEPOCHREQUEST']._serialized_end=314
   _globals['_GETBUNDLEREQUEST']._serialized_start=316
-  _globals['_GETBUNDLEREQUEST']._serialized_end=352
-  _globals['_GETBUNDLERESPONSE']._serialized_start=354
-  _globals['_GETBUNDLERESPONSE']._serialized_end=394
-  _globals['_GETSEALEDOPENINGREQUEST']._serialized_start=396
-  _globals['_GETSEALEDOPENINGREQUEST']._serialized_end=452
-  _globals['_GETSEALEDOPENINGRESPONSE']._serialized_start=454
-  _globals['_GETSEALEDOPENINGRESPONSE']._serialized_end=504
-  _globals['_GETOPENINGREQUEST']._serialized_start=506
-  _globals['_GETOPENINGREQUEST']._serialized_end=560
-  _globals['_GETOPENINGRESPONSE']._serialized_start=562
-  _globals['_GETOPENINGRESPONSE']._serialized_end=599
-  _globals['_EPOCHSERVICE']._serialized_start=716
-  _globals['_EPOCHSERVICE']._serialized_end=1174
+  _globals['_GETBUNDLEREQUEST']._serialized_end=372
+  _globals['_GETBUNDLERESPONSE']._serialized_start=374
+  _globals['_GETBUNDLERESPONSE']._serialized_end=414
+  _globals['_ACCOUNTBUNDLE']._serialized_start=416
+  _globals['_ACCOUNTBUNDLE']._serialized_end=509
+  _globals['_LISTACCOUNTBUNDLESREQUEST']._serialized_start=511
+  _globals['_LISTACCOUNTBUNDLESREQUEST']._serialized_end=556
+  _globals['_LISTACCOUNTBUNDLESRESPONSE']._serialized_start=558
+  _globals['_LISTACCOUNTBUNDLESRESPONSE']._serialized_end=631
+  _globals['_GETSTATEMENTREQUEST']._serialized_start=633
+  _globals['_GETSTATEMENTREQUEST']._serialized_end=692
+  _globals['_GETSTATEMENTRESPONSE']._serialized_start=694
+  _globals['_GETSTATEMENTRESPONSE']._serialized_end=742
+  _globals['_GETSEALEDOPENINGREQUEST']._serialized_start=744
+  _globals['_GETSEALEDOPENINGREQUEST']._serialized_end=800
+  _globals['_GETSEALEDOPENINGRESPONSE']._serialized_start=802
+  _globals['_GETSEALEDOPENINGRESPONSE']._serialized_end=852
+  _globals['_GETOPENINGREQUEST']._serialized_start=854
+  _globals['_GETOPENINGREQUEST']._serialized_end=908
+  _globals['_GETOPENINGRESPONSE']._serialized_start=910
+  _globals['_GETOPENINGRESPONSE']._serialized_end=947
+  _globals['_EPOCHSERVICE']._serialized_start=1064
+  _globals['_EPOCHSERVICE']._serialized_end=1706
 # @@protoc_insertion_point(module_scope)

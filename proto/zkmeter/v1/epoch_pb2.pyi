@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -51,16 +53,56 @@ class CloseEpochRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetBundleRequest(_message.Message):
-    __slots__ = ("epoch_id",)
+    __slots__ = ("epoch_id", "account_id")
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     epoch_id: int
-    def __init__(self, epoch_id: _Optional[int] = ...) -> None: ...
+    account_id: bytes
+    def __init__(self, epoch_id: _Optional[int] = ..., account_id: _Optional[bytes] = ...) -> None: ...
 
 class GetBundleResponse(_message.Message):
     __slots__ = ("bundle_json",)
     BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
     bundle_json: str
     def __init__(self, bundle_json: _Optional[str] = ...) -> None: ...
+
+class AccountBundle(_message.Message):
+    __slots__ = ("account_id", "leaves", "total_units", "merkle_root")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_UNITS_FIELD_NUMBER: _ClassVar[int]
+    MERKLE_ROOT_FIELD_NUMBER: _ClassVar[int]
+    account_id: bytes
+    leaves: int
+    total_units: int
+    merkle_root: bytes
+    def __init__(self, account_id: _Optional[bytes] = ..., leaves: _Optional[int] = ..., total_units: _Optional[int] = ..., merkle_root: _Optional[bytes] = ...) -> None: ...
+
+class ListAccountBundlesRequest(_message.Message):
+    __slots__ = ("epoch_id",)
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    epoch_id: int
+    def __init__(self, epoch_id: _Optional[int] = ...) -> None: ...
+
+class ListAccountBundlesResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountBundle]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountBundle, _Mapping]]] = ...) -> None: ...
+
+class GetStatementRequest(_message.Message):
+    __slots__ = ("epoch_id", "account_id")
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    epoch_id: int
+    account_id: bytes
+    def __init__(self, epoch_id: _Optional[int] = ..., account_id: _Optional[bytes] = ...) -> None: ...
+
+class GetStatementResponse(_message.Message):
+    __slots__ = ("sealed_statement",)
+    SEALED_STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    sealed_statement: bytes
+    def __init__(self, sealed_statement: _Optional[bytes] = ...) -> None: ...
 
 class GetSealedOpeningRequest(_message.Message):
     __slots__ = ("epoch_id", "tag")

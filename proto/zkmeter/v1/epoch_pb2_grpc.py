@@ -54,6 +54,16 @@ class EpochServiceStub:
                 request_serializer=zkmeter_dot_v1_dot_epoch__pb2.GetBundleRequest.SerializeToString,
                 response_deserializer=zkmeter_dot_v1_dot_epoch__pb2.GetBundleResponse.FromString,
                 _registered_method=True)
+        self.ListAccountBundles = channel.unary_unary(
+                '/zkmeter.v1.EpochService/ListAccountBundles',
+                request_serializer=zkmeter_dot_v1_dot_epoch__pb2.ListAccountBundlesRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_epoch__pb2.ListAccountBundlesResponse.FromString,
+                _registered_method=True)
+        self.GetStatement = channel.unary_unary(
+                '/zkmeter.v1.EpochService/GetStatement',
+                request_serializer=zkmeter_dot_v1_dot_epoch__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=zkmeter_dot_v1_dot_epoch__pb2.GetStatementResponse.FromString,
+                _registered_method=True)
         self.GetSealedOpening = channel.unary_unary(
                 '/zkmeter.v1.EpochService/GetSealedOpening',
                 request_serializer=zkmeter_dot_v1_dot_epoch__pb2.GetSealedOpeningRequest.SerializeToString,
@@ -93,6 +103,18 @@ class EpochServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccountBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSealedOpening(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -127,6 +149,16 @@ def add_EpochServiceServicer_to_server(servicer, server):
                     servicer.GetBundle,
                     request_deserializer=zkmeter_dot_v1_dot_epoch__pb2.GetBundleRequest.FromString,
                     response_serializer=zkmeter_dot_v1_dot_epoch__pb2.GetBundleResponse.SerializeToString,
+            ),
+            'ListAccountBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccountBundles,
+                    request_deserializer=zkmeter_dot_v1_dot_epoch__pb2.ListAccountBundlesRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_epoch__pb2.ListAccountBundlesResponse.SerializeToString,
+            ),
+            'GetStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatement,
+                    request_deserializer=zkmeter_dot_v1_dot_epoch__pb2.GetStatementRequest.FromString,
+                    response_serializer=zkmeter_dot_v1_dot_epoch__pb2.GetStatementResponse.SerializeToString,
             ),
             'GetSealedOpening': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSealedOpening,
@@ -247,6 +279,60 @@ class EpochService:
             '/zkmeter.v1.EpochService/GetBundle',
             zkmeter_dot_v1_dot_epoch__pb2.GetBundleRequest.SerializeToString,
             zkmeter_dot_v1_dot_epoch__pb2.GetBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccountBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.EpochService/ListAccountBundles',
+            zkmeter_dot_v1_dot_epoch__pb2.ListAccountBundlesRequest.SerializeToString,
+            zkmeter_dot_v1_dot_epoch__pb2.ListAccountBundlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zkmeter.v1.EpochService/GetStatement',
+            zkmeter_dot_v1_dot_epoch__pb2.GetStatementRequest.SerializeToString,
+            zkmeter_dot_v1_dot_epoch__pb2.GetStatementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -260,7 +260,8 @@ def test_epoch_close_bundle_and_openings_over_grpc(client, services):
 
 def user_leaf_tag(services, epoch_id: int, user: str) -> bytes:
     secret = master_secret(services.settings.load_signing_key())
-    return user_tag(secret, services.epochs.context(epoch_id), user)
+    account_id = services.accounts.user_account(user)
+    return user_tag(secret, services.epochs.context(epoch_id, account_id), user)
 
 
 def test_epoch_errors_are_proper_status_codes(client):

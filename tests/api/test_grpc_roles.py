@@ -132,4 +132,5 @@ def _tag(services, epoch_id, user):
     from prover.epoch.derive import user_tag
     from prover.epoch.service import master_secret
     secret = master_secret(services.settings.load_signing_key())
-    return user_tag(secret, services.epochs.context(epoch_id), user)
+    account_id = services.accounts.user_account(user)
+    return user_tag(secret, services.epochs.context(epoch_id, account_id), user)

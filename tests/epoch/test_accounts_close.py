@@ -10,8 +10,6 @@ from nacl.public import PrivateKey
 
 from circuits.pedersen import commit
 from prover.config import Settings
-from prover.epoch.close import EpochInputs, MemoryLeafStore, close_epoch
-from prover.epoch.derive import master_secret
 from prover.epoch.executor import InlineExecutor
 from prover.epoch.service import EpochParams, EpochService
 from prover.epoch.storage import EpochStore
@@ -19,11 +17,11 @@ from prover.errors import EpochStateError
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
-from tests.accounts import OPERATOR, enroll
+from tests.accounts import OPERATOR, enroll, uninterrupted_close
 from verifier.account import ETH
 from verifier.bundle import parse_bundle, verify_bundle
 from verifier.opening import check_opening, unseal
-from verifier.statement import make_statement, unseal_statement
+from verifier.statement import unseal_statement
 
 MODEL = "gpt-4o"
 TOKEN = bytes.fromhex("7e" * 20)
@@ -132,29 +130,6 @@ def test_two_accounts_in_one_epoch(ledger_url, signing_key):
     meter.ledger.dispose()
 
 
-def uninterrupted(service, epoch_id, account_id, signing_key):
-    """The bundle and statement an uninterrupted, in-memory close of one account's part of
-    the epoch makes from what the ledger holds (the reference of a resumed close)."""
-    ledger = service.ledger
-    info = ledger.epoch(epoch_id)
-    account = service.accounts.account(account_id)
-    users = {u: v for u, v in ledger.totals(epoch_id).items()
-             if service.accounts.user_account(u) == account_id}
-    inputs = EpochInputs(ctx=service.context(epoch_id, account_id),
-                         window_start=info.window_start_ms, window_end=info.window_end_ms,
-                         rate_card_hash=info.rate_card_hash, bit_size=info.bit_size,
-                         totals=users, min_leaves=service.params.min_leaves,
-                         account=account.block(service.params.operator))
-    closed = close_epoch(inputs, secret=master_secret(signing_key), signing_key=signing_key,
-                         store=MemoryLeafStore())
-    heads = ledger.chain_heads(epoch_id)
-    statement = make_statement(closed.bundle, [
-        (p.job.tag, p.user_id, p.job.value, p.job.blinding,
-         bytes(32) if p.user_id is None else heads[p.user_id]) for p in closed.planned],
-        signing_key)
-    return closed.bundle, statement
-
-
 def test_a_crashed_multi_account_close_resumes_byte_identical(ledger_url, signing_key):
     crashing = {"limit": 6}  # the first account has 4 leaves: dies inside the second
 
@@ -177,7 +152,7 @@ def test_a_crashed_multi_account_close_resumes_byte_identical(ledger_url, signin
     resumed = service.close()
     assert resumed.epoch_id == epoch_id and len(resumed.accounts) == 2
     for payer, account_id in accounts.items():
-        bundle, statement = uninterrupted(service, epoch_id, account_id, signing_key)
+        bundle, statement = uninterrupted_close(service, epoch_id, account_id, signing_key)
         assert service.store.account_bundle_json(epoch_id, account_id) == bundle.dumps().encode()
         stored = unseal_statement(service.store.statement(epoch_id, account_id),
                                   bytes(payer_keys[payer]))

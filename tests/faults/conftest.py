@@ -80,21 +80,15 @@ def record_and_start_closing(services: Services, *, events: int = 24, users: int
 
 
 def reference_bundle(services: Services, epoch_id: int, *, min_leaves: int) -> bytes:
-    """The bundle an uninterrupted close of ``epoch_id`` publishes: computed in process from
-    the stored epoch and totals, with nothing resumed (close_epoch is deterministic)."""
-    from prover.epoch.close import EpochInputs, MemoryLeafStore, close_epoch
-    from prover.epoch.executor import InlineExecutor
-    from prover.epoch.service import master_secret
+    """The bundle an uninterrupted close of ``epoch_id`` (one billing account) publishes:
+    computed in process from the stored epoch and totals, with nothing resumed."""
+    from tests.accounts import uninterrupted_close
 
-    info = services.meter.ledger.epoch(epoch_id)
-    key = services.settings.load_signing_key()
-    inputs = EpochInputs(ctx=services.epochs.context(epoch_id),
-                         window_start=info.window_start_ms, window_end=info.window_end_ms,
-                         rate_card_hash=info.rate_card_hash, bit_size=info.bit_size,
-                         totals=services.meter.ledger.totals(epoch_id), min_leaves=min_leaves)
-    closed = close_epoch(inputs, secret=master_secret(key), signing_key=key,
-                         store=MemoryLeafStore(), executor=InlineExecutor())
-    return closed.bundle.dumps().encode()
+    (account,) = services.store.account_bundles(epoch_id)
+    bundle, _ = uninterrupted_close(services.epochs, epoch_id, account.account_id,
+                                    services.settings.load_signing_key(),
+                                    min_leaves=min_leaves)
+    return bundle.dumps().encode()
 
 
 def cli_env(url: str, **settings: str) -> dict[str, str]:

@@ -79,7 +79,9 @@ def report(title: str, checks: Sequence[Check], as_json: bool, *, error: str | N
         if checks:
             console.print(table)
         for key, value in extra.items():
-            console.print(f"{key}: {value}")
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            console.print(f"{key}: {escape(str(value))}")
         if error is not None:
             _err.print(f"[red]error:[/red] {escape(error)}")
         elif ok:

@@ -203,12 +203,18 @@ def _load_bundle(source: str, as_json: bool) -> Bundle:
 
 
 def _subject(bundle: Bundle, account_id: str | None, as_json: bool) -> bytes:
-    """The account a bundle settles: --account-id, else the one the bundle names."""
+    """The account a bundle settles: the one it names (a different --account-id is refused:
+    its proofs are bound to the named account and would be slashable under another), else,
+    for a version-1 bundle, --account-id or its provider id."""
+    named = bundle.account_id
     if account_id is not None:
-        return _bytes32(account_id, "account id", as_json)
-    from verifier.chain import bundle_subject
-
-    return bundle_subject(bundle)
+        given = _bytes32(account_id, "account id", as_json)
+        if named is not None and given != named:
+            _fail(EXIT_BAD_INPUT, f"the bundle bills account 0x{named.hex()}, not "
+                                  f"0x{given.hex()}: its proofs are bound to its own account "
+                                  "(drop --account-id)", as_json)
+        return given
+    return bundle.subject
 
 
 def _signing_public_key(text: str | None, as_json: bool) -> bytes:

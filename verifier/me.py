@@ -20,6 +20,7 @@ from typing import Any
 
 from circuits.errors import CircuitsError
 from circuits.rangeproof import verify
+from verifier.account import asset_name
 from verifier.bundle import Bundle, Check, check_signature
 from verifier.opening import Opening, OpeningError, check_opening, unseal
 from verifier.receipts import (
@@ -189,6 +190,10 @@ def check_me(
     the checks done so far are in its ``checks`` attribute."""
     checks: list[Check] = [check_signature(bundle)]
     facts: dict[str, Any] = {"epoch_id": bundle.epoch_id}
+    if bundle.account is not None:  # the billing account the usage was billed to
+        facts["account"] = {"account_id": "0x" + bundle.subject.hex(),
+                            "payer": "0x" + bundle.account.payer.hex(),
+                            "asset": asset_name(bundle.account.asset)}
 
     def mistake(message: str) -> UserMistake:
         return UserMistake(message, checks, facts)

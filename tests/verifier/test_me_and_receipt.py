@@ -2,6 +2,7 @@
 text, an epoch closed on the ledger, a user's sealed opening, receipts and kept texts."""
 
 import json
+from pathlib import Path
 
 import pytest
 from nacl.public import PrivateKey
@@ -13,7 +14,8 @@ from prover.epoch.storage import EpochStore
 from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import loads_rate_card
-from tests.accounts import OPERATOR, enroll
+from tests.accounts import OPERATOR, PAYER, enroll
+from verifier.bundle import parse_bundle
 from verifier.cli import app
 from verifier.tokens import Message
 
@@ -119,6 +121,10 @@ def test_me_all_checks_pass(world):
     names = {c["name"] for c in out["checks"]}
     assert {"signature", "opening", "merkle_path", "commitment", "own_range_proof",
             "receipt_chain", "total_matches", "texts"} <= names
+    # the billing account the usage was billed to (the bundle's, issue 14)
+    bundle = parse_bundle(Path(files["bundle"]).read_bytes())
+    assert out["account"] == {"account_id": "0x" + bundle.account_id.hex(),
+                              "payer": "0x" + PAYER.hex(), "asset": "ETH"}
 
 
 def test_me_for_a_user_without_a_key_with_the_plaintext_opening(world):

@@ -1,7 +1,9 @@
 """The privacy audit of published epoch data (``zkmeter-verify audit``).
 
 What the public may learn from a bundle is the epoch total, the padded number of leaves and
-the time window (README.md, "What is guaranteed", point 5). The audit checks that the
+the time window (README.md, "What is guaranteed", point 5), and, per billing account, the
+account (operator, payer and asset addresses: the account is public on-chain, where the
+payer opened it). The audit checks that the
 published JSON carries nothing else: only the bundle schema's fields, only integers and hex
 strings (no free text that could hold a user id or a prompt), a power-of-two leaf count,
 tags never repeated within the epoch or across the previous epochs given (pseudonyms must
@@ -23,6 +25,9 @@ _SCHEMA: dict[str, Any] = {
     "leaves": [{"tag": str, "commitment": str, "proof": str}],
     "total": {"value": int, "blinding": str}, "merkle_root": str, "signature": str,
 }
+_ACCOUNT = {"operator": str, "payer": str, "asset": str, "provider_id": str,
+            "account_id": str}
+_SCHEMA_V2 = {**_SCHEMA, "account": _ACCOUNT}
 DEFAULT_MIN_ANONYMITY = 16
 
 
@@ -51,7 +56,8 @@ def _schema_problems(value: Any, schema: Any, where: str) -> list[str]:
 
 def check_schema(raw: Mapping[str, Any]) -> Check:
     """Only the schema's fields, only integers and hex: no identifiers or text."""
-    problems = _schema_problems(raw, _SCHEMA, "bundle")
+    schema = _SCHEMA_V2 if raw.get("version") == 2 else _SCHEMA
+    problems = _schema_problems(raw, schema, "bundle")
     if problems:
         shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
         return Check("no_identifiers", False, shown)

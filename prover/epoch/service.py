@@ -149,7 +149,11 @@ class EpochService:
 
     def __init__(self, *, ledger: Ledger, store: EpochStore, signing_key: SigningKey,
                  params: EpochParams,
-                 executor_factory: Callable[[], ProofExecutor] | None = None) -> None:
+                 executor_factory: Callable[[], ProofExecutor] | None = None,
+                 onchain_last_epoch: Callable[[bytes], int] | None = None) -> None:
+        """``onchain_last_epoch(account_id)``, if given, reads the last epoch id the
+        settlement contract holds for an account: a close of an epoch id at or below it is
+        refused (:meth:`_check_fresh`)."""
         if bytes(signing_key.verify_key) != ledger.provider_id:
             raise EpochStateError("the ledger's provider id is not the signing key's")
         self.ledger = ledger
@@ -157,6 +161,7 @@ class EpochService:
         self.params = params
         self.accounts = AccountRegistry(ledger.engine, operator=params.operator,
                                         provider_key=ledger.provider_id)
+        self._onchain_last_epoch = onchain_last_epoch
         self._signing_key = signing_key
         self._secret = master_secret(signing_key)
         self._closing = threading.Lock()
@@ -288,6 +293,7 @@ class EpochService:
             raise EpochStateError(f"epoch {info.id} has no window end")
         params = self.params
         parts = self._split(info.id, totals)
+        self._check_fresh(info.id, [account.account_id for account, _ in parts])
         counts = [len(users) for _, users in parts]
         fixed = self.ledger.with_retries(lambda: self.store.start_close(
             info.id, sum(leaf_count(n, params.min_leaves) for n in counts),
@@ -319,6 +325,22 @@ class EpochService:
         published = PublishedEpoch(info.id, closed, statements)
         self._publish(published, keys)
         return published
+
+    def _check_fresh(self, epoch_id: int, account_ids: Sequence[bytes]) -> None:
+        """Refuse to close an epoch id the chain already holds for one of its accounts: the
+        database restarted its epoch ids (restored from a backup, or a second database under
+        the same key and contract), and a second close of the same context with other totals
+        would publish two openings of one context (docs/security.md)."""
+        if self._onchain_last_epoch is None:
+            return
+        for account_id in account_ids:
+            last = self._onchain_last_epoch(account_id)
+            if last >= epoch_id:
+                raise EpochStateError(
+                    f"billing account 0x{account_id.hex()} already has epoch {last} on-chain, "
+                    f"so epoch {epoch_id} of this database was used before (a database "
+                    "restored from a backup, or another one under the same key and contract)"
+                    ": its context must never be closed twice; nothing was proved")
 
     def _statement(self, part: ClosedEpoch, heads: dict[str, bytes], account: Account) -> bytes:
         """The account's payer statement, signed and sealed to the payer's key."""

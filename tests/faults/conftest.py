@@ -84,8 +84,9 @@ def reference_bundle(services: Services, epoch_id: int, *, min_leaves: int) -> b
     computed in process from the stored epoch and totals, with nothing resumed."""
     from tests.accounts import uninterrupted_close
 
-    (account,) = services.store.account_bundles(epoch_id)
-    bundle, _ = uninterrupted_close(services.epochs, epoch_id, account.account_id,
+    (account_id,) = set(services.accounts.accounts_of(
+        services.meter.ledger.totals(epoch_id)).values())
+    bundle, _ = uninterrupted_close(services.epochs, epoch_id, account_id,
                                     services.settings.load_signing_key(),
                                     min_leaves=min_leaves)
     return bundle.dumps().encode()

@@ -1,0 +1,115 @@
+"""Bundles the prover closes per billing account settle on-chain under that account (issue
+14), on py-evm and anvil: two accounts of one epoch are submitted and paid independently,
+each exactly its users' units; every honest leaf survives a range-proof challenge; and a
+database that restarts its epoch ids (restored from a backup) cannot close a context the chain
+already holds (issue 12)."""
+
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from prover.chain import SettlementError
+from prover.config import Settings
+from prover.epoch.executor import InlineExecutor
+from prover.epoch.service import EpochParams, EpochService
+from prover.epoch.storage import EpochStore
+from prover.errors import EpochStateError
+from prover.ledger import Ledger
+from prover.metering import Meter, UsageRequest
+from prover.ratecard import load_rate_card
+from tests.accounts import enroll
+from verifier.account import ETH
+
+BOND = 10**18
+UNIT_PRICE = 10**6
+KEY = SigningKey(bytes(range(7, 39)))
+
+
+def provider(client, tmp_path, name: str, *, check_chain: bool = True):
+    """A meter and epoch service of the registered provider on a fresh SQLite ledger, with
+    two payers' accounts opened, funded and enrolled (alice, bob / carol)."""
+    operator = bytes.fromhex(client.account[2:])
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / name}", provider_id=bytes(KEY.verify_key))
+    payers = {client.w3.eth.accounts[1]: ["alice", "bob"], client.w3.eth.accounts[2]: ["carol"]}
+    accounts = {}
+    for payer, users in payers.items():
+        accounts[payer] = enroll(ledger.engine, ledger.provider_id, users, operator=operator,
+                                 payer=bytes.fromhex(payer[2:]), asset=ETH,
+                                 payer_key=bytes(PrivateKey.generate().public_key))
+    meter = Meter(ledger=ledger, signing_key=KEY, rate_card=load_rate_card(Settings().rate_card))
+    params = EpochParams(chain_id=client.chain_id,
+                         contract=bytes.fromhex(client.settlement.address[2:]), bit_size=32,
+                         min_leaves=4, rate_card_hash=meter.rate_card_hash, epoch_seconds=3600,
+                         operator=operator)
+    service = EpochService(
+        ledger=ledger, store=EpochStore(ledger.engine), signing_key=KEY, params=params,
+        executor_factory=InlineExecutor,
+        onchain_last_epoch=(lambda aid: client.billing_account(aid).last_epoch_id)
+        if check_chain else None)
+    return meter, service, accounts
+
+
+def record(meter, prefix: str) -> None:
+    for i, user in enumerate(["alice", "bob", "carol", "alice"]):
+        meter.record(UsageRequest(idempotency_key=f"{prefix}-{i}", user_id=user, model="gpt-4o",
+                                  input_tokens=100 + i, output_tokens=20 * i))
+
+
+@pytest.fixture()
+def registered(client):
+    client.register_provider(bytes(KEY.verify_key), bond=BOND, unit_price=UNIT_PRICE,
+                             challenge_window=3_600)
+    provider_id = client.provider_id_for(bytes(KEY.verify_key))
+    for payer in client.w3.eth.accounts[1:3]:
+        client.open_account(provider_id, sender=payer)
+        client.deposit(client.account_id_for(provider_id, payer=payer), 10**17, sender=payer)
+    return client, provider_id
+
+
+def test_two_accounts_settle_independently_and_honest_leaves_survive(registered, tmp_path):
+    client, provider_id = registered
+    meter, service, accounts = provider(client, tmp_path, "ledger.sqlite")
+    record(meter, "r")
+    published = service.close()
+    assert sorted(published.accounts) == sorted(accounts.values())
+    challenger = client.w3.eth.accounts[4]
+    for payer, account_id in accounts.items():
+        bundle = published.accounts[account_id].bundle
+        assert bundle.account_id == account_id
+        assert client.account_id_for(provider_id, payer=payer) == account_id
+        client.submit_bundle(bundle)
+        record_ = client.epoch(account_id, bundle.epoch_id)
+        assert (record_.total, record_.merkle_root) == (bundle.total, bundle.merkle_root)
+        assert client.billing_account(account_id).reserved == bundle.total * UNIT_PRICE
+        for index in range(len(bundle.leaves)):  # users' and padding leaves alike
+            with pytest.raises(SettlementError, match=r"^RangeProofValid\("):
+                client.challenge_bundle_leaf(bundle, index, sender=challenger)
+    client.advance_time(3_601)
+    for account_id in accounts.values():
+        client.finalize(account_id, published.epoch_id)
+    paid = {a: published.accounts[a].bundle.total * UNIT_PRICE for a in accounts.values()}
+    assert client.earnings(provider_id) == sum(paid.values())
+    for account_id, amount in paid.items():
+        assert client.billing_account(account_id).escrow == 10**17 - amount
+    assert client.provider(provider_id).bond == BOND
+    meter.ledger.dispose()
+
+
+def test_a_restored_database_cannot_close_a_context_the_chain_holds(registered, tmp_path):
+    client, _ = registered
+    meter, service, accounts = provider(client, tmp_path, "ledger.sqlite")
+    record(meter, "r")
+    first = service.close()
+    for part in first.accounts.values():
+        client.submit_bundle(part.bundle)
+    # the operator restores an older backup (here: an empty database) and meters again
+    meter2, restored, _ = provider(client, tmp_path, "restored.sqlite")
+    record(meter2, "other")
+    epoch_id = meter2.ledger.current_epoch().id
+    assert epoch_id == first.epoch_id  # the restored database restarted its epoch ids
+    with pytest.raises(EpochStateError, match=f"already has epoch {first.epoch_id} on-chain"):
+        restored.close()
+    assert restored.store.status(epoch_id) is None  # the close never started: nothing stored
+    assert restored.store.account_bundles(epoch_id) == []
+    meter.ledger.dispose()
+    meter2.ledger.dispose()

@@ -97,7 +97,7 @@ def test_two_accounts_settle_independently_and_honest_leaves_survive(registered,
 
 def test_a_restored_database_cannot_close_a_context_the_chain_holds(registered, tmp_path):
     client, _ = registered
-    meter, service, accounts = provider(client, tmp_path, "ledger.sqlite")
+    meter, service, _ = provider(client, tmp_path, "ledger.sqlite")
     record(meter, "r")
     first = service.close()
     for part in first.accounts.values():

@@ -172,11 +172,27 @@ class Client:
             timeout=self.timeout)
         return epoch
 
-    def bundle(self, epoch_id: int) -> str:
-        """The published bundle JSON of an epoch."""
-        response = self.epochs.GetBundle(epoch_pb2.GetBundleRequest(epoch_id=epoch_id),
-                                         metadata=self._metadata, timeout=self.timeout)
+    def bundle(self, epoch_id: int, account_id: bytes = b"") -> str:
+        """The published bundle JSON of one account's epoch (without ``account_id``: of an
+        epoch that billed one account)."""
+        response = self.epochs.GetBundle(
+            epoch_pb2.GetBundleRequest(epoch_id=epoch_id, account_id=account_id),
+            metadata=self._metadata, timeout=self.timeout)
         return str(response.bundle_json)
+
+    def account_bundles(self, epoch_id: int) -> list[epoch_pb2.AccountBundle]:
+        """The billing accounts of a published epoch (id, leaves, total, root)."""
+        response = self.epochs.ListAccountBundles(
+            epoch_pb2.ListAccountBundlesRequest(epoch_id=epoch_id), metadata=self._metadata,
+            timeout=self.timeout)
+        return list(response.accounts)
+
+    def statement(self, epoch_id: int, account_id: bytes) -> bytes:
+        """One account's payer statement, sealed to the payer's X25519 key."""
+        response = self.epochs.GetStatement(
+            epoch_pb2.GetStatementRequest(epoch_id=epoch_id, account_id=account_id),
+            metadata=self._metadata, timeout=self.timeout)
+        return bytes(response.sealed_statement)
 
     def sealed_opening(self, epoch_id: int, tag: bytes) -> bytes:
         """The sealed opening of one leaf."""

@@ -4,6 +4,8 @@ each exactly its users' units; every honest leaf survives a range-proof challeng
 database that restarts its epoch ids (restored from a backup) cannot close a context the chain
 already holds (issue 12)."""
 
+import contextlib
+
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
@@ -18,6 +20,7 @@ from prover.ledger import Ledger
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
 from tests.accounts import enroll
+from tests.postgres import temporary_database
 from verifier.account import ETH
 
 BOND = 10**18
@@ -25,11 +28,22 @@ UNIT_PRICE = 10**6
 KEY = SigningKey(bytes(range(7, 39)))
 
 
-def provider(client, tmp_path, name: str, *, check_chain: bool = True):
-    """A meter and epoch service of the registered provider on a fresh SQLite ledger, with
-    two payers' accounts opened, funded and enrolled (alice, bob / carol)."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Fresh ledger URLs, on SQLite or on the PostgreSQL server."""
+    with contextlib.ExitStack() as stack:
+        def fresh(name: str) -> str:
+            if request.param == "sqlite":
+                return f"sqlite:///{tmp_path / name}"
+            return stack.enter_context(temporary_database("zkmeter_onchain"))
+        yield fresh
+
+
+def provider(client, url: str):
+    """A meter and epoch service of the registered provider on a fresh ledger, with two
+    payers' accounts opened, funded and enrolled (alice, bob / carol)."""
     operator = bytes.fromhex(client.account[2:])
-    ledger = Ledger.from_url(f"sqlite:///{tmp_path / name}", provider_id=bytes(KEY.verify_key))
+    ledger = Ledger.from_url(url, provider_id=bytes(KEY.verify_key))
     payers = {client.w3.eth.accounts[1]: ["alice", "bob"], client.w3.eth.accounts[2]: ["carol"]}
     accounts = {}
     for payer, users in payers.items():
@@ -44,8 +58,7 @@ def provider(client, tmp_path, name: str, *, check_chain: bool = True):
     service = EpochService(
         ledger=ledger, store=EpochStore(ledger.engine), signing_key=KEY, params=params,
         executor_factory=InlineExecutor,
-        onchain_last_epoch=(lambda aid: client.billing_account(aid).last_epoch_id)
-        if check_chain else None)
+        onchain_last_epoch=lambda aid: client.billing_account(aid).last_epoch_id)
     return meter, service, accounts
 
 
@@ -66,9 +79,9 @@ def registered(client):
     return client, provider_id
 
 
-def test_two_accounts_settle_independently_and_honest_leaves_survive(registered, tmp_path):
+def test_two_accounts_settle_independently_and_honest_leaves_survive(registered, database):
     client, provider_id = registered
-    meter, service, accounts = provider(client, tmp_path, "ledger.sqlite")
+    meter, service, accounts = provider(client, database("ledger.sqlite"))
     record(meter, "r")
     published = service.close()
     assert sorted(published.accounts) == sorted(accounts.values())
@@ -95,15 +108,15 @@ def test_two_accounts_settle_independently_and_honest_leaves_survive(registered,
     meter.ledger.dispose()
 
 
-def test_a_restored_database_cannot_close_a_context_the_chain_holds(registered, tmp_path):
+def test_a_restored_database_cannot_close_a_context_the_chain_holds(registered, database):
     client, _ = registered
-    meter, service, _ = provider(client, tmp_path, "ledger.sqlite")
+    meter, service, _ = provider(client, database("ledger.sqlite"))
     record(meter, "r")
     first = service.close()
     for part in first.accounts.values():
         client.submit_bundle(part.bundle)
     # the operator restores an older backup (here: an empty database) and meters again
-    meter2, restored, _ = provider(client, tmp_path, "restored.sqlite")
+    meter2, restored, _ = provider(client, database("restored.sqlite"))
     record(meter2, "other")
     epoch_id = meter2.ledger.current_epoch().id
     assert epoch_id == first.epoch_id  # the restored database restarted its epoch ids

@@ -23,6 +23,13 @@ form is the canonical bytes followed by the 64-byte signature. Entries are fixed
 sealed statement's size is a function of the public leaf count alone. Decoding is strict:
 exact lengths, kind 0 or 1, a padding entry has no user id and a zero receipt hash, a user id
 is non-empty valid UTF-8 followed by zero bytes only, v < 2^32, r < the group order.
+
+Errors: :class:`StatementFormatError` (malformed bytes or fields),
+:class:`StatementSignatureError` (the provider's signature does not verify),
+:class:`StatementSealError` (the sealed box does not open with the key); all are
+:class:`StatementError`. Only the payer holds the key that opens the sealed form; the plain
+form (revealed by the payer, e.g. in an evidence file) is checkable by anyone against the
+provider's key.
 """
 
 import struct
@@ -50,8 +57,20 @@ ENTRY_BYTES = _ENTRY.size
 
 
 class StatementError(ValueError):
-    """A payer statement is malformed, does not open with the key, or is not signed by the
-    provider."""
+    """Base class: a payer statement is malformed, does not open with the key, or is not
+    signed by the provider."""
+
+
+class StatementFormatError(StatementError):
+    """The bytes (or the fields given) are not a well-formed version-1 statement."""
+
+
+class StatementSignatureError(StatementError):
+    """The provider's Ed25519 signature over the canonical bytes does not verify."""
+
+
+class StatementSealError(StatementError):
+    """The sealed statement does not open with this X25519 secret key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,22 +86,23 @@ class StatementEntry:
 
     def __post_init__(self) -> None:
         if type(self.tag) is not bytes or len(self.tag) != 32:
-            raise StatementError("an entry's tag is 32 bytes")
+            raise StatementFormatError("an entry's tag is 32 bytes")
         if type(self.last_receipt_hash) is not bytes or len(self.last_receipt_hash) != 32:
-            raise StatementError("an entry's receipt hash is 32 bytes")
+            raise StatementFormatError("an entry's receipt hash is 32 bytes")
         if isinstance(self.value, bool) or not isinstance(self.value, int) or \
                 not 0 <= self.value < 1 << SETTLEMENT_BIT_SIZE:
-            raise StatementError(f"an entry's value is an integer in [0, 2^{SETTLEMENT_BIT_SIZE})")
+            raise StatementFormatError(
+                f"an entry's value is an integer in [0, 2^{SETTLEMENT_BIT_SIZE})")
         if isinstance(self.blinding, bool) or not isinstance(self.blinding, int) or \
                 not 0 <= self.blinding < CURVE_ORDER:
-            raise StatementError("an entry's blinding is a scalar below the group order")
+            raise StatementFormatError("an entry's blinding is a scalar below the group order")
         if self.user_id is None:
             if self.last_receipt_hash != bytes(32):
-                raise StatementError("a padding entry has no receipt hash")
+                raise StatementFormatError("a padding entry has no receipt hash")
         else:
             raw = self.user_id.encode() if isinstance(self.user_id, str) else b""
             if not raw or len(raw) > MAX_USER_ID_BYTES:
-                raise StatementError(f"a user id is 1 to {MAX_USER_ID_BYTES} bytes of UTF-8")
+                raise StatementFormatError(f"a user id is 1 to {MAX_USER_ID_BYTES} bytes of UTF-8")
 
     def to_bytes(self) -> bytes:
         """The entry's fixed-width bytes (module docstring)."""
@@ -107,6 +127,28 @@ class PayerStatement:
     signature: bytes = b""
     version: int = STATEMENT_VERSION
 
+    def __post_init__(self) -> None:
+        if self.version != STATEMENT_VERSION:
+            raise StatementFormatError(f"unsupported statement version {self.version}")
+        if isinstance(self.chain_id, bool) or not isinstance(self.chain_id, int) or \
+                not 0 <= self.chain_id < 1 << 256:
+            raise StatementFormatError("the chain id is a u256")
+        if isinstance(self.epoch_id, bool) or not isinstance(self.epoch_id, int) or \
+                not 0 <= self.epoch_id < 1 << 64:
+            raise StatementFormatError("the epoch id is a u64")
+        for name, length in (("contract", 20), ("provider_id", 32), ("account_id", 32),
+                             ("bundle_hash", 32)):
+            value = getattr(self, name)
+            if type(value) is not bytes or len(value) != length:
+                raise StatementFormatError(f"{name} is {length} bytes")
+        if type(self.entries) is not tuple or \
+                not all(isinstance(e, StatementEntry) for e in self.entries):
+            raise StatementFormatError("entries is a tuple of StatementEntry")
+        if len(self.entries) >= 1 << 32:
+            raise StatementFormatError("too many entries")
+        if type(self.signature) is not bytes or len(self.signature) not in (0, SIGNATURE_BYTES):
+            raise StatementFormatError("the signature is 64 bytes (or empty before signing)")
+
     def signed_bytes(self) -> bytes:
         """The canonical bytes the provider signs (module docstring)."""
         head = [STATEMENT_DOMAIN, bytes([self.version]), u256(self.chain_id), self.contract,
@@ -116,6 +158,8 @@ class PayerStatement:
 
     def to_bytes(self) -> bytes:
         """The wire form: canonical bytes, then the signature."""
+        if len(self.signature) != SIGNATURE_BYTES:
+            raise StatementFormatError("the statement is not signed")
         return self.signed_bytes() + self.signature
 
     @property
@@ -132,13 +176,13 @@ def bundle_hash(bundle: Bundle) -> bytes:
 def decode_statement(data: bytes) -> PayerStatement:
     """Parse a statement's wire form strictly; raises StatementError."""
     if not isinstance(data, bytes) or len(data) < _HEAD.size + SIGNATURE_BYTES:
-        raise StatementError("a statement is shorter than its fixed header")
+        raise StatementFormatError("a statement is shorter than its fixed header")
     (domain, version, chain_id, contract, provider_id, account_id, epoch_id, bound,
      count) = _HEAD.unpack_from(data)
     if domain != STATEMENT_DOMAIN or version != STATEMENT_VERSION:
-        raise StatementError("not a version-1 zkmeter payer statement")
+        raise StatementFormatError("not a version-1 zkmeter payer statement")
     if len(data) != _HEAD.size + count * ENTRY_BYTES + SIGNATURE_BYTES:
-        raise StatementError(f"a statement of {count} entries has the wrong length")
+        raise StatementFormatError(f"a statement of {count} entries has the wrong length")
     entries = []
     for i in range(count):
         tag, kind, length, user, value, blind, last = _ENTRY.unpack_from(
@@ -153,21 +197,22 @@ def decode_statement(data: bytes) -> PayerStatement:
 def _entry(index: int, tag: bytes, kind: int, length: int, user: bytes, value: int,
            blind: bytes, last: bytes) -> StatementEntry:
     if kind not in (KIND_PADDING, KIND_USER):
-        raise StatementError(f"entry {index}: unknown kind {kind}")
+        raise StatementFormatError(f"entry {index}: unknown kind {kind}")
     if length > MAX_USER_ID_BYTES or any(user[length:]):
-        raise StatementError(f"entry {index}: the user id field is malformed")
+        raise StatementFormatError(f"entry {index}: the user id field is malformed")
     if (kind == KIND_PADDING) != (length == 0):
-        raise StatementError(f"entry {index}: a padding entry has no user id, a user's has one")
+        raise StatementFormatError(
+            f"entry {index}: a padding entry has no user id, a user's has one")
     user_id = None
     if kind == KIND_USER:
         try:
             user_id = user[:length].decode()
         except UnicodeDecodeError:
-            raise StatementError(f"entry {index}: the user id is not UTF-8") from None
+            raise StatementFormatError(f"entry {index}: the user id is not UTF-8") from None
     try:
         return StatementEntry(tag, user_id, value, int.from_bytes(blind, "big"), last)
     except StatementError as exc:
-        raise StatementError(f"entry {index}: {exc}") from None
+        raise StatementFormatError(f"entry {index}: {exc}") from None
 
 
 def make_statement(bundle: Bundle,
@@ -199,19 +244,23 @@ def verify_statement_signature(statement: PayerStatement) -> None:
     try:
         VerifyKey(statement.provider_id).verify(statement.signed_bytes(), statement.signature)
     except (BadSignatureError, ValueError):
-        raise StatementError("the statement's Ed25519 signature does not verify") from None
+        raise StatementSignatureError("the statement's Ed25519 signature does not verify") from None
 
 
 def seal_statement(statement: PayerStatement, payer_x25519_public: bytes) -> bytes:
     """The statement sealed to the payer's X25519 public key."""
+    if type(payer_x25519_public) is not bytes or len(payer_x25519_public) != 32:
+        raise StatementError("the payer's X25519 public key is 32 bytes")
     return SealedBox(PublicKey(payer_x25519_public)).encrypt(statement.to_bytes())
 
 
 def unseal_statement(sealed: bytes, payer_x25519_secret: bytes) -> PayerStatement:
     """Open a sealed statement with the payer's X25519 secret key and decode it."""
+    if type(payer_x25519_secret) is not bytes or len(payer_x25519_secret) != 32:
+        raise StatementSealError("the payer's X25519 secret key is 32 bytes")
     try:
         plain = SealedBox(PrivateKey(payer_x25519_secret)).decrypt(sealed)
     except (CryptoError, ValueError, TypeError):
-        raise StatementError("the statement does not open with this key (sealed to another "
+        raise StatementSealError("the statement does not open with this key (sealed to another "
                              "payer, or damaged)") from None
     return decode_statement(plain)

@@ -1,4 +1,5 @@
-"""``zkmeter-verify``: checks bundles, openings, receipts and the chain, trusting nobody.
+"""``zkmeter-verify``: checks bundles, openings, receipts, payer statements and the chain,
+trusting nobody.
 
 Exit codes: 0 everything verified; 1 something failed verification; 2 bad input (unreadable
 file, wrong format, or inputs that do not belong together: another user's receipts, another
@@ -380,6 +381,241 @@ def chain_cmd(
     except Exception as exc:  # web3 transport errors: the node cannot be used
         bad_input(f"cannot read the chain at {rpc}: {type(exc).__name__}", as_json)
     report(f"epoch {epoch} on chain", checks, as_json, record=record.to_json())
+
+
+def _parse_users(data: bytes) -> list[str]:
+    """The payer's users: a JSON list of ids, or text with one id a line (blank lines and
+    lines starting with # are skipped)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("users: not UTF-8 text") from None
+    if text.lstrip().startswith("["):
+        try:
+            users = json.loads(text)
+        except ValueError:
+            raise ValueError("users: not a JSON list") from None
+        if not isinstance(users, list) or not all(isinstance(u, str) and u for u in users):
+            raise ValueError("users: the JSON list must hold non-empty user id strings")
+        return users
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _parse_receipt_items(data: bytes, where: str) -> list[Any]:
+    """Receipt JSON objects of one input: a JSON list, one object, or JSON lines."""
+    try:
+        parsed = json.loads(data)
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not UTF-8 text") from None
+    except ValueError:
+        try:
+            return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        except ValueError:
+            raise ValueError(f"{where}: neither JSON nor JSON lines") from None
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _load_receipts(source: str, as_json: bool) -> list[Any]:
+    """Forwarded receipts from a directory (every *.json and *.jsonl file in it), a file or
+    a URL (exit 2 on bad input)."""
+    from pathlib import Path
+
+    from verifier.receipts import ReceiptError, receipt_from_json
+
+    path = Path(source)
+    sources = (sorted(str(p) for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
+               if path.is_dir() else [source])
+    receipts = []
+    for src in sources:
+        try:
+            items = _parse_receipt_items(_read(src, "receipts", as_json), f"receipts {src}")
+            receipts += [receipt_from_json(item) for item in items]
+        except (ValueError, ReceiptError) as exc:  # ReceiptError is a ValueError
+            bad_input(f"receipts {src}: {exc}" if isinstance(exc, ReceiptError) else str(exc),
+                      as_json)
+    if not receipts:
+        bad_input(f"receipts: no receipts in {source}", as_json)
+    return receipts
+
+
+def _open_statement(data: bytes, secret: bytes | None, as_json: bool) -> Any:
+    """The statement from sealed bytes (with the payer's key) or plain bytes (raw or hex)."""
+    from verifier.me import parse_blob
+    from verifier.statement import (
+        StatementError,
+        StatementSealError,
+        decode_statement,
+        unseal_statement,
+    )
+
+    blob = parse_blob(data)
+    if secret is not None:
+        try:
+            return unseal_statement(blob, secret)
+        except StatementSealError as exc:
+            try:
+                return decode_statement(blob)  # a plaintext statement needs no key
+            except StatementError:
+                bad_input(f"statement: {exc}", as_json)
+        except StatementError as exc:
+            bad_input(f"statement: it opens but is malformed: {exc}", as_json)
+    try:
+        return decode_statement(blob)
+    except StatementError as exc:
+        bad_input(f"statement: {exc} (a sealed statement needs --secret-key)", as_json)
+
+
+def _chain_checks(rpc: str, contract: str, bundle: Bundle, as_json: bool) -> list[Check]:
+    """The on-chain record of the bundle's (account, epoch) against the bundle, as
+    ``zkmeter-verify chain`` checks it (exit 2 if the chain cannot be read)."""
+    try:
+        with needs("chain", "zkmeter-verify payer --rpc-url"):
+            from verifier import chain
+    except MissingExtra as exc:
+        bad_input(str(exc), as_json)
+    address = parse_hex(contract, "contract address", 20, as_json)
+    try:
+        w3 = chain.connect(rpc)
+        checks = [chain.check_deployment(w3, contract)]
+        checks.append(Check("chain_context", bundle.chain_id == int(w3.eth.chain_id)
+                            and bundle.contract == address,
+                            "the bundle names this chain and contract"))
+        record = chain.read_epoch(w3, contract, bundle.subject, bundle.epoch_id)
+        checks += chain.check_bundle_against_chain(bundle, record)
+    except chain.ChainError as exc:
+        bad_input(str(exc), as_json)
+    except Exception as exc:  # web3 transport errors: the node cannot be used
+        bad_input(f"cannot read the chain at {rpc}: {type(exc).__name__}", as_json)
+    return checks
+
+
+@app.command("payer")
+def payer_cmd(
+    bundle: Annotated[str, typer.Option(help="The account's bundle of the epoch (file or URL, "
+                                             "e.g. http://HOST/v1/epochs/7/accounts/ID/"
+                                             "bundle).")],
+    statement: Annotated[str, typer.Option(help="The sealed payer statement (file or URL, "
+                                                "raw or hex: .../accounts/ID/statement), or "
+                                                "the plaintext statement.")],
+    users: Annotated[str, typer.Option(help="My users: a text file with one user id a line, "
+                                            "or a JSON list.")],
+    secret_key: Annotated[
+        str | None, typer.Option(help="The payer's X25519 secret key file (raw or hex); "
+                                      "needed for a sealed statement.")
+    ] = None,
+    receipts: Annotated[
+        str | None, typer.Option(help="Receipts my users forwarded: a directory of .json / "
+                                      ".jsonl files, or a file or URL (JSON list or lines).")
+    ] = None,
+    rpc: Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL: also check the "
+                                                              "on-chain record.")] = None,
+    contract: Annotated[str | None, typer.Option("--contract", help="Settlement contract "
+                                                                    "address.")] = None,
+    evidence_out: Annotated[
+        str | None, typer.Option(help="Where to write the evidence file if a contradiction "
+                                      "is found (default evidence-EPOCH-ACCOUNT8.json).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check every unit this account pays for: the statement's signature and binding to the
+    bundle, every entry opening its leaf, zero padding, unique users all on my list, the
+    total, and (optionally) my users' receipts and the chain. Range proofs are not
+    re-verified (run `zkmeter-verify bundle`). A contradiction the provider signed is
+    written to an evidence file anyone can check (`zkmeter-verify evidence FILE`)."""
+    from pathlib import Path
+
+    from verifier import evidence as evidence_mod
+    from verifier import payer as payer_mod
+    from verifier.me import UserInputError, parse_secret_key
+
+    if (rpc is None) != (contract is None):
+        bad_input("give both --rpc-url and --contract (or neither)", as_json)
+    _, parsed = load_bundle(bundle, as_json)
+    try:
+        key = parse_secret_key(_read(secret_key, "secret key", as_json)) if secret_key \
+            else None
+        mine = _parse_users(_read(users, "users", as_json))
+    except (UserInputError, ValueError) as exc:
+        bad_input(str(exc), as_json)
+    if not mine:
+        bad_input("users: the list is empty", as_json)
+    stmt = _open_statement(_read(statement, "statement", as_json), key, as_json)
+    forwarded = _load_receipts(receipts, as_json) if receipts else None
+    chain_checks = _chain_checks(rpc, contract, parsed, as_json) if rpc and contract \
+        else None
+    title = f"payer check of epoch {parsed.epoch_id}"
+    try:
+        result = payer_mod.check_payer(parsed, stmt, users=mine, receipts=forwarded,
+                                       chain_checks=chain_checks)
+    except payer_mod.PayerInputError as exc:
+        bad_input(str(exc), as_json)
+    facts = dict(result.facts)
+    if result.contradictions:
+        target = Path(evidence_out or f"evidence-{parsed.epoch_id}-"
+                                      f"{parsed.subject.hex()[:8]}.json")
+        try:
+            target.write_text(evidence_mod.dumps_evidence(parsed, stmt, result.contradictions))
+        except OSError as exc:
+            bad_input(f"cannot write the evidence file {target}: {exc.strerror or exc}",
+                      as_json)
+        facts["evidence"] = str(target)
+    report(title, result.checks, as_json, **facts)
+
+
+@app.command("evidence")
+def evidence_cmd(
+    source: Annotated[str, typer.Argument(help="An evidence file (from `zkmeter-verify "
+                                               "payer`), file or URL.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-check an evidence file without anyone's secret key: every signature, and each
+    claim re-derived from the provider-signed items. Exit 1 if the evidence holds (the
+    provider-signed data contradicts itself, or for a phantom user: on the payer's word),
+    0 if it does not (the file proves nothing), 2 if it cannot be read."""
+    from verifier import evidence as evidence_mod
+
+    try:
+        result = evidence_mod.check_evidence(_read(source, "evidence", as_json))
+    except evidence_mod.EvidenceFormatError as exc:
+        bad_input(str(exc), as_json)
+    holding = [c for c in result.claims if c.holds]
+    if not holding:
+        verdict = "the evidence does not hold: " + "; ".join(
+            f"{c.kind}: {c.detail}" for c in result.claims)
+    elif all(c.strength == evidence_mod.PAYER_ATTESTED for c in holding):
+        verdict = "the evidence holds on the payer's word: " + "; ".join(
+            f"{c.kind}: {c.detail}" for c in holding)
+    else:
+        verdict = "provider-signed data contradicts itself: " + "; ".join(
+            f"{c.kind} ({c.strength}): {c.detail}" for c in holding
+            if c.strength != evidence_mod.PAYER_ATTESTED)
+        attested = [c for c in holding if c.strength == evidence_mod.PAYER_ATTESTED]
+        if attested:
+            verdict += "; and on the payer's word: " + "; ".join(
+                f"{c.kind}: {c.detail}" for c in attested)
+    if as_json:
+        print(json.dumps({"ok": not holding, "holds": bool(holding), "verdict": verdict,
+                          "checks": [c.to_json() for c in result.checks], "not_checked": [],
+                          "claims": [c.to_json() for c in result.claims],
+                          "epoch_id": result.epoch_id,
+                          "account_id": "0x" + result.account_id.hex()}))
+    else:
+        console = Console()
+        table = Table(title=f"evidence about epoch {result.epoch_id} of account "
+                            f"0x{result.account_id.hex()[:12]}..")
+        for column in ("check", "result", "detail"):
+            table.add_column(column)
+        for c in result.checks:
+            table.add_row(c.name, _RESULT[c.status], c.detail)
+        for claim in result.claims:
+            table.add_row(f"claim {claim.kind}", "[red]HOLDS[/red]" if claim.holds
+                          else "[green]does not hold[/green]",
+                          f"{claim.detail} ({claim.strength})")
+        console.print(table)
+        console.print(("[red]" if holding else "[green]") + escape(verdict)
+                      + ("[/red]" if holding else "[/green]"))
+    raise typer.Exit(EXIT_FAILED if holding else EXIT_OK)
 
 
 def _watch(rpc: str, contract: str, bundle: str | None, account_id: str | None,

@@ -131,3 +131,22 @@ def restate(entries: list[Entry], index: int, **changes: object) -> list[Entry]:
     out[index] = (tag, fields["user_id"], fields["value"], fields["blinding"],
                   fields["last_hash"])  # type: ignore[assignment]
     return out
+
+
+def write_files(world: AccountEpoch, directory, users: list[str]) -> dict[str, object]:
+    """The payer's inputs as files: bundle, sealed statement, secret key, users, receipts
+    (one .jsonl file per user in a directory)."""
+    import json
+
+    files = {"bundle": directory / "bundle.json", "statement": directory / "statement.bin",
+             "secret": directory / "payer.key", "users": directory / "users.txt",
+             "receipts": directory / "receipts"}
+    files["bundle"].write_text(world.bundle.dumps())
+    files["statement"].write_bytes(world.sealed)
+    files["secret"].write_text(bytes(world.payer_key).hex() + "\n")
+    files["users"].write_text("# my users\n" + "\n".join(users) + "\n")
+    files["receipts"].mkdir()
+    for chain in world.receipts.values():
+        path = files["receipts"] / f"{len(list(files['receipts'].iterdir()))}.jsonl"
+        path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in chain))
+    return files

@@ -304,3 +304,10 @@ def test_bad_receipt_files_and_half_a_chain_option_exit_2(honest, tmp_path):
     assert code == 2 and "--contract" in out["error"]
     code, out = payer(files, **{"--bundle": tmp_path / "missing.json"})
     assert code == 2 and "cannot read" in out["error"]
+
+
+def test_an_unreachable_chain_is_bad_input(honest, tmp_path):
+    files = write_files(honest, tmp_path, USERS)
+    code, out = payer(files, "--rpc-url", "http://127.0.0.1:1", "--contract", "0x" + "11" * 20)
+    assert code == 2
+    assert "127.0.0.1:1" in out["error"]

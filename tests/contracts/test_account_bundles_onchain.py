@@ -1,14 +1,19 @@
 """Bundles the prover closes per billing account settle on-chain under that account (issue
 14), on py-evm and anvil: two accounts of one epoch are submitted and paid independently,
-each exactly its users' units; every honest leaf survives a range-proof challenge; and a
+each exactly its users' units (on anvil, each payer's `zkmeter-verify payer` passes against
+the node, the on-chain record included); every honest leaf survives a range-proof challenge;
+and a
 database that restarts its epoch ids (restored from a backup) cannot close a context the chain
 already holds (issue 12)."""
 
 import contextlib
+import json
+from collections import defaultdict
 
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
+from typer.testing import CliRunner
 
 from prover.chain import SettlementError
 from prover.config import Settings
@@ -22,10 +27,13 @@ from prover.ratecard import load_rate_card
 from tests.accounts import enroll
 from tests.postgres import temporary_database
 from verifier.account import ETH
+from verifier.cli import app as verify_app
 
 BOND = 10**18
 UNIT_PRICE = 10**6
 KEY = SigningKey(bytes(range(7, 39)))
+PAYER_KEYS: dict[str, PrivateKey] = defaultdict(PrivateKey.generate)  # payer address -> key
+USERS = {1: ["alice", "bob"], 2: ["carol"]}  # payer account index -> its users
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,12 +52,12 @@ def provider(client, url: str):
     payers' accounts opened, funded and enrolled (alice, bob / carol)."""
     operator = bytes.fromhex(client.account[2:])
     ledger = Ledger.from_url(url, provider_id=bytes(KEY.verify_key))
-    payers = {client.w3.eth.accounts[1]: ["alice", "bob"], client.w3.eth.accounts[2]: ["carol"]}
+    payers = {client.w3.eth.accounts[i]: users for i, users in USERS.items()}
     accounts = {}
     for payer, users in payers.items():
         accounts[payer] = enroll(ledger.engine, ledger.provider_id, users, operator=operator,
                                  payer=bytes.fromhex(payer[2:]), asset=ETH,
-                                 payer_key=bytes(PrivateKey.generate().public_key))
+                                 payer_key=bytes(PAYER_KEYS[payer].public_key))
     meter = Meter(ledger=ledger, signing_key=KEY, rate_card=load_rate_card(Settings().rate_card))
     params = EpochParams(chain_id=client.chain_id,
                          contract=bytes.fromhex(client.settlement.address[2:]), bit_size=32,
@@ -79,7 +87,8 @@ def registered(client):
     return client, provider_id
 
 
-def test_two_accounts_settle_independently_and_honest_leaves_survive(registered, database):
+def test_two_accounts_settle_independently_and_honest_leaves_survive(registered, database,
+                                                                    tmp_path):
     client, provider_id = registered
     meter, service, accounts = provider(client, database("ledger.sqlite"))
     record(meter, "r")
@@ -97,6 +106,8 @@ def test_two_accounts_settle_independently_and_honest_leaves_survive(registered,
         for index in range(len(bundle.leaves)):  # users' and padding leaves alike
             with pytest.raises(SettlementError, match=r"^RangeProofValid\("):
                 client.challenge_bundle_leaf(bundle, index, sender=challenger)
+        if getattr(client.w3.provider, "endpoint_uri", None):  # a node the CLI can reach
+            payer_checks(client, bundle, service, payer, tmp_path)
     client.advance_time(3_601)
     for account_id in accounts.values():
         client.finalize(account_id, published.epoch_id)
@@ -106,6 +117,29 @@ def test_two_accounts_settle_independently_and_honest_leaves_survive(registered,
         assert client.billing_account(account_id).escrow == 10**17 - amount
     assert client.provider(provider_id).bond == BOND
     meter.ledger.dispose()
+
+
+def payer_checks(client, bundle, service, payer: str, tmp_path) -> None:
+    """The payer's own check, from the verifier's CLI, against the node it reads: every named
+    check passes, the on-chain record included."""
+    folder = tmp_path / payer
+    folder.mkdir()
+    (folder / "bundle.json").write_text(bundle.dumps())
+    (folder / "statement.bin").write_bytes(service.store.statement(bundle.epoch_id,
+                                                                   bundle.account_id))
+    (folder / "payer.key").write_bytes(bytes(PAYER_KEYS[payer]))
+    index = client.w3.eth.accounts.index(payer)
+    (folder / "users.txt").write_text("\n".join(USERS[index]) + "\n")
+    result = CliRunner().invoke(verify_app, [
+        "payer", "--bundle", str(folder / "bundle.json"),
+        "--statement", str(folder / "statement.bin"), "--secret-key", str(folder / "payer.key"),
+        "--users", str(folder / "users.txt"), "--rpc-url", client.w3.provider.endpoint_uri,
+        "--contract", client.settlement.address, "--json"])
+    out = json.loads(result.output)
+    assert result.exit_code == 0, out
+    status = {c["name"]: c["status"] for c in out["checks"]}
+    assert status["chain"] == "ok" and status["users_known"] == "ok", status
+    assert status["leaves_open"] == status["padding_zero"] == status["total"] == "ok", status
 
 
 def test_a_restored_database_cannot_close_a_context_the_chain_holds(registered, database):

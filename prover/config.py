@@ -17,6 +17,17 @@
 * ``ZKMETER_OPERATOR_ADDRESS``: the address that registered the provider on-chain; with the
   signing key it makes the provider id, and with a payer and an asset each billing account's
   id (default: the zero address, for a meter that does not settle);
+* ``ZKMETER_RPC_URL``: a JSON-RPC URL (http:// or https://) of the chain of
+  ``ZKMETER_CONTRACT_ADDRESS``; when set, every billing account is prepaid: usage that its
+  unreserved escrow on-chain cannot pay is refused (prover/accounts/chain_escrow.py; an
+  account not open on-chain has no escrow). Unset (the default): no on-chain limits. It is a
+  secret (a hosted node's URL carries its API key): never logged;
+* ``ZKMETER_RPC_TIMEOUT_SECONDS``: bound on each call to that node (default 3); a call that
+  fails or times out refuses the account's usage with UNAVAILABLE, and for the next second
+  every uncached account is refused at once;
+* ``ZKMETER_ESCROW_POLL_SECONDS``: how often the meter reads the contract's account events
+  (deposits, withdrawals, epochs submitted, finalized, rejected, released) to drop the
+  affected accounts' cached escrow (default 2);
 * ``ZKMETER_ESCROW_HEADROOM_UNITS``: units of each prepaid account's escrow the meter keeps
   back (never bills), a margin for escrow that changes between two reads (default 0);
 * ``ZKMETER_ESCROW_TTL_SECONDS``: how long a read of an account's escrow is reused
@@ -109,6 +120,9 @@ class Settings(BaseSettings):
     chain_id: int = Field(default=31_337, ge=0, lt=2**256)
     contract_address: str = "0x" + "00" * 20
     operator_address: str = "0x" + "00" * 20
+    rpc_url: SecretStr | None = None
+    rpc_timeout_seconds: float = Field(default=3.0, gt=0, le=120)
+    escrow_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
     escrow_headroom_units: int = Field(default=0, ge=0, lt=2**63)
     escrow_ttl_seconds: float = Field(default=5.0, ge=0)
     min_leaves: int = Field(default=16, ge=1, le=1024)
@@ -163,6 +177,14 @@ class Settings(BaseSettings):
         if isinstance(self.api_key_hashes, dict):
             return dict(self.api_key_hashes)
         return {digest: ROLE_GATEWAY for digest in self.api_key_hashes}
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://",
+                                                                          "https://")):
+            raise ValueError("rpc_url must be an http:// or https:// JSON-RPC URL")
+        return value
 
     @field_validator("contract_address", "operator_address")
     @classmethod

@@ -49,6 +49,16 @@ class PrepaidLimitError(MeteringError):
         self.remaining_units = remaining_units
 
 
+class EscrowUnavailableError(MeteringError):
+    """The account's escrow could not be read (the chain did not answer in time, or answered
+    garbage), so its usage is refused rather than admitted unpaid; nothing was stored.
+    gRPC: UNAVAILABLE (retry later)."""
+
+    def __init__(self, message: str, *, account_id: bytes) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+
+
 class AccountLeafLimitError(MeteringError):
     """The account already has the most users one epoch can settle (MAX_LEAVES); a new
     user's first event of the epoch is refused. gRPC: RESOURCE_EXHAUSTED."""

@@ -127,6 +127,10 @@ def startup_lines(settings: "Settings", provider_id: bytes) -> list[str]:
         f"provider id {provider_id.hex()}",
         f"settles on chain {settings.chain_id}, contract {settings.contract_address}",
         f"database {redact_url(settings.database_url.get_secret_value())}",
+        "prepaid limits: none (ZKMETER_RPC_URL unset)" if settings.rpc_url is None else
+        f"prepaid limits: each account's escrow in contract {settings.contract_address}, "
+        f"read from ZKMETER_RPC_URL (cached {settings.escrow_ttl_seconds:g} s, events every "
+        f"{settings.escrow_poll_seconds:g} s, headroom {settings.escrow_headroom_units} units)",
     ]
     binds = [f"{field.removesuffix('_bind')} {getattr(settings, field)}"
              for field in sorted(type(settings).model_fields) if field.endswith("_bind")

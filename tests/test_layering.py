@@ -61,3 +61,16 @@ def test_prover_chain_is_the_verifiers_client_under_a_short_name():
     for name in names:
         assert getattr(prover.chain, name) is getattr(verifier.chain_client, name), name
     assert not hasattr(prover.chain, "_revert_data")
+
+
+def test_the_escrow_core_imports_no_web3():
+    """Prepaid limits (prover/accounts/escrow.py, admission.py) know no chain: only the
+    chain-backed source (chain_escrow.py) imports web3."""
+    for name in ("escrow.py", "admission.py"):
+        tree = ast.parse((ROOT / "prover" / "accounts" / name).read_text())
+        modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for alias in node.names}
+        modules |= {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {m for m in modules if m.split(".")[0] in ("web3", "eth_utils", "eth_abi")
+                    or m in ("prover.chain", "verifier.chain", "verifier.chain_client")}, name

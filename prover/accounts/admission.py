@@ -13,7 +13,14 @@ and a receipt is never issued for usage that cannot be billed:
    account and epoch (else AccountLeafLimitError);
 4. with an escrow view (prover/accounts/escrow.py), the account's units of the open epoch and
    of every epoch after the chain's ``lastEpochId``, plus this event, must stay within
-   ``available - headroom`` (else PrepaidLimitError naming the remaining units).
+   ``available - headroom`` (else PrepaidLimitError naming the remaining units); an account
+   the chain does not know has no escrow (PrepaidLimitError, 0 units); an escrow that cannot
+   be read refuses the account's events (EscrowUnavailableError), never admits them.
+
+Escrow reads are slow on a cache miss (a chain round trip), so :meth:`AccountGate.prefetch`
+warms them before the transaction for the users whose account this gate has already seen (a
+user never moves account): the read inside the transaction is then a cache hit and no
+database lock waits on the chain.
 
 The row lock is taken before the usage is read (PostgreSQL's READ COMMITTED gives each
 statement a fresh snapshot), so two concurrent bursts on one account see each other's
@@ -21,6 +28,7 @@ committed units and cannot overshoot. The admitted units and new users are added
 ``account_epochs`` in the same transaction.
 """
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +41,7 @@ from prover.errors import (
     AccountLeafLimitError,
     AccountStateError,
     ConfigError,
+    EscrowUnavailableError,
     MeteringError,
     PrepaidLimitError,
     UnknownUserError,
@@ -40,6 +49,7 @@ from prover.errors import (
 from prover.ledger.schema import ACCOUNT_OPEN, account_epochs, account_users, accounts
 
 MAX_LEAVES = 1024  # the contract's MAX_LEAVES: leaves of one account's epoch
+_KNOWN_USERS = 200_000  # user -> account entries prefetch remembers
 
 
 @dataclass(slots=True)
@@ -48,6 +58,7 @@ class _Account:
     users: int  # users with usage in the open epoch
     unsettled: int  # units of epochs the chain has not seen (the open one included)
     view: EscrowView | None
+    unreadable: EscrowUnavailableError | None = None  # the escrow could not be read
     added_units: int = 0
     added_users: int = 0
 
@@ -71,10 +82,16 @@ class BatchAdmission:
         if account.status != ACCOUNT_OPEN:
             return AccountStateError(f"billing account 0x{account_id.hex()} is "
                                      f"{account.status}; usage refused")
+        if account.unreadable is not None:
+            return EscrowUnavailableError(str(account.unreadable), account_id=account_id)
         if first_event and account.users + account.added_users >= self.gate.max_leaves:
             return AccountLeafLimitError(
                 f"billing account 0x{account_id.hex()} already has {self.gate.max_leaves} "
                 "users with usage this epoch (the most one settlement takes)")
+        if account.view is not None and not account.view.opened:
+            return PrepaidLimitError(
+                f"billing account 0x{account_id.hex()} is not open on-chain (no escrow); "
+                "usage refused", account_id=account_id, remaining_units=0)
         if account.view is not None:
             remaining = (account.view.available_units - self.gate.headroom_units
                          - account.unsettled - account.added_units)
@@ -98,7 +115,13 @@ class BatchAdmission:
         if not wanted:
             return
         escrow = self.gate.escrow
-        views = {a: escrow.view(a) if escrow is not None else None for a in wanted}
+        views: dict[bytes, EscrowView | None] = {}
+        unreadable: dict[bytes, EscrowUnavailableError] = {}
+        for account_id in wanted:
+            try:
+                views[account_id] = escrow.view(account_id) if escrow is not None else None
+            except EscrowUnavailableError as exc:
+                views[account_id], unreadable[account_id] = None, exc
         exclusive = {self.user_accounts[u] for u in first_users if u in self.user_accounts}
         exclusive |= {a for a, v in views.items() if v is not None}
         status: dict[bytes, str] = {}
@@ -129,7 +152,8 @@ class BatchAdmission:
         for account_id in wanted:
             self.accounts[account_id] = _Account(
                 status=status.get(account_id, "missing"), users=usage[account_id][0],
-                unsettled=usage[account_id][1], view=views[account_id])
+                unsettled=usage[account_id][1], view=views[account_id],
+                unreadable=unreadable.get(account_id))
 
     def flush(self, conn: Connection) -> None:
         """Add the admitted units and users to ``account_epochs``."""
@@ -159,6 +183,17 @@ class AccountGate:
         self.escrow = escrow
         self.headroom_units = headroom_units
         self.max_leaves = max_leaves
+        self._user_accounts: dict[str, bytes] = {}  # seen by begin(); users never move
+
+    def prefetch(self, users: Sequence[str]) -> None:
+        """Read the escrow of the known accounts of ``users`` now, outside any transaction
+        (module docstring); an unreadable escrow is left for the admission to refuse."""
+        if self.escrow is None:
+            return
+        known = self._user_accounts
+        for account_id in sorted({known[u] for u in users if u in known}):
+            with contextlib.suppress(EscrowUnavailableError):  # admission refuses its events
+                self.escrow.view(account_id)
 
     def begin(self, conn: Connection, *, epoch_id: int,
               users: Sequence[str]) -> "BatchAdmission":
@@ -169,4 +204,7 @@ class AccountGate:
             for row in conn.execute(select(account_users.c.user_id, account_users.c.account_id)
                                     .where(account_users.c.user_id.in_(chunk))):
                 user_accounts[row.user_id] = bytes(row.account_id)
+        if len(self._user_accounts) > _KNOWN_USERS:
+            self._user_accounts.clear()
+        self._user_accounts.update(user_accounts)
         return BatchAdmission(self, epoch_id, user_accounts)

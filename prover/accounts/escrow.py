@@ -12,9 +12,12 @@ closed epoch after ``lastEpochId``. Usage is admitted while
     unsettled_units + units <= available - headroom
 
 (prover/accounts/admission.py checks it under the account's row lock). An
-:class:`EscrowSource` answers ``view(account_id)``; None means "no limit" (an account not
-prepaid on-chain, or a meter without a chain). The core imports no web3: the chain-backed
-source lives with the chain client and only implements this protocol.
+:class:`EscrowSource` answers ``view(account_id)``; None means "no limit" (a meter without a
+chain, an account :class:`FixedEscrow` does not list). A view with ``opened`` False is an
+account the chain does not know: it has no escrow, so all its usage is refused. A source that
+cannot answer raises :class:`~prover.errors.EscrowUnavailableError`, and the account's usage
+is refused (never admitted unpaid). The core imports no web3: the chain-backed source
+(prover/accounts/chain_escrow.py) only implements this protocol.
 """
 
 import threading
@@ -26,10 +29,12 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class EscrowView:
-    """One account's escrow as last read: available units and the last submitted epoch."""
+    """One account's escrow as last read: available units and the last submitted epoch;
+    ``opened`` False: the chain has no such account (no escrow, nothing available)."""
 
     available_units: int
     last_epoch_id: int = 0
+    opened: bool = True
 
     @classmethod
     def from_amounts(cls, *, escrow: int, reserved: int, withdrawal: int, unit_price: int,
@@ -45,7 +50,8 @@ class EscrowSource(Protocol):
     """Where the meter learns each account's escrow (module docstring)."""
 
     def view(self, account_id: bytes) -> EscrowView | None:
-        """The account's escrow view, or None if the account has no prepaid limit."""
+        """The account's escrow view, or None if the account has no prepaid limit; raises
+        EscrowUnavailableError if the escrow cannot be read now."""
 
 
 class FixedEscrow:
@@ -73,7 +79,11 @@ class FixedEscrow:
 
 class CachedEscrow:
     """A cache in front of a slower source (the chain): entries live ``ttl_seconds`` and
-    are dropped at once by :meth:`invalidate` (called on the contract's account events)."""
+    are dropped at once by :meth:`invalidate` (called on the contract's account events).
+
+    A read that was under way while an invalidation happened is returned to its caller but
+    not kept (it may predate the event): the next view reads again. A fetch that raises
+    stores nothing."""
 
     def __init__(self, fetch: Callable[[bytes], EscrowView | None], *, ttl_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -83,22 +93,26 @@ class CachedEscrow:
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[bytes, tuple[float, EscrowView | None]] = {}
+        self._generation = 0  # bumped by every invalidation
         self._lock = threading.Lock()
 
     def view(self, account_id: bytes) -> EscrowView | None:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(account_id)
+            generation = self._generation
         if entry is not None and now - entry[0] < self._ttl:
             return entry[1]
         value = self._fetch(account_id)
         with self._lock:
-            self._entries[account_id] = (now, value)
+            if self._generation == generation:
+                self._entries[account_id] = (now, value)
         return value
 
     def invalidate(self, account_id: bytes | None = None) -> None:
         """Forget one account's entry (or every entry)."""
         with self._lock:
+            self._generation += 1
             if account_id is None:
                 self._entries.clear()
             else:

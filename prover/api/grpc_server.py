@@ -36,6 +36,7 @@ from prover.errors import (
     AccountLeafLimitError,
     AccountStateError,
     EpochStateError,
+    EscrowUnavailableError,
     IdempotencyConflictError,
     InvalidRequestError,
     LedgerError,
@@ -307,7 +308,7 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, message, ""
     if isinstance(exc, EpochStateError):
         return grpc.StatusCode.FAILED_PRECONDITION, message, ""
-    if isinstance(exc, LedgerError):
+    if isinstance(exc, LedgerError | EscrowUnavailableError):
         return grpc.StatusCode.UNAVAILABLE, message, ""
     if isinstance(exc, SQLAlchemyError):  # never the statement or its parameters
         return grpc.StatusCode.UNAVAILABLE, f"the database failed: {describe(exc)}", ""

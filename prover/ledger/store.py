@@ -400,6 +400,7 @@ class Ledger:
             return []
         if len(items) > MAX_BATCH:
             raise LedgerError(f"a batch holds at most {MAX_BATCH} events")
+        self.gate.prefetch(sorted({item.user_id for item in items}))  # no lock waits on a chain
         return self._retry(lambda conn: self._append_once(
             conn, items, seal=seal, rate_card_hash=rate_card_hash, bit_size=bit_size,
             epoch_seconds=epoch_seconds))

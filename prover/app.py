@@ -67,6 +67,8 @@ def _build(settings: Settings, escrow: EscrowSource | None,
         ray_tls=settings.ray_tls(), ray_allow_plaintext=settings.ray_allow_plaintext,
         operator=settings.operator_bytes())
     epochs = EpochService(ledger=meter.ledger, store=store,
-                          signing_key=settings.load_signing_key(), params=params)
+                          signing_key=settings.load_signing_key(), params=params,
+                          onchain_last_epoch=None if chain_escrow is None
+                          else chain_escrow.last_epoch_id)
     return Services(settings=settings, meter=meter, epochs=epochs, store=store,
                     accounts=accounts, chain_escrow=chain_escrow)

@@ -20,7 +20,9 @@
 * ``ZKMETER_RPC_URL``: a JSON-RPC URL (http:// or https://) of the chain of
   ``ZKMETER_CONTRACT_ADDRESS``; when set, every billing account is prepaid: usage that its
   unreserved escrow on-chain cannot pay is refused (prover/accounts/chain_escrow.py; an
-  account not open on-chain has no escrow). Unset (the default): no on-chain limits. It is a
+  account not open on-chain has no escrow), and ``zkmeter epoch close`` refuses an epoch id the
+  chain already holds for one of its accounts (a restored database, docs/security.md). Unset
+  (the default): no on-chain limits and no such check. It is a
   secret (a hosted node's URL carries its API key): never logged;
 * ``ZKMETER_RPC_TIMEOUT_SECONDS``: bound on each call to that node (default 3); a call that
   fails or times out refuses the account's usage with UNAVAILABLE, and for the next second

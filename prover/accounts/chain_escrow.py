@@ -178,6 +178,21 @@ class ChainEscrow:
                                        unit_price=record.unit_price,
                                        last_epoch_id=record.last_epoch_id)
 
+    def last_epoch_id(self, account_id: bytes) -> int:
+        """The last epoch id the contract holds for an account, read now (uncached): what
+        the epoch close checks a new close against (EpochService ``onchain_last_epoch``).
+        A failed read raises EscrowUnavailableError: the close is refused, not guessed."""
+        try:
+            record = self._call(lambda: self._client.billing_account(account_id))
+        except Exception as exc:
+            log.warning("chain: reading billing account 0x%s failed (%s)", account_id.hex(),
+                        type(exc).__name__)
+            raise EscrowUnavailableError(
+                f"billing account 0x{account_id.hex()} could not be read from the chain "
+                f"({type(exc).__name__}) to check that its epoch id was never used; the close "
+                "is refused, retry when the node answers", account_id=account_id) from None
+        return int(record.last_epoch_id)
+
     # ------------------------------------------------------------------ event follower
 
     def poll(self) -> set[bytes]:

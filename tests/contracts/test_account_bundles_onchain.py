@@ -15,6 +15,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
+from prover.app import build_services
 from prover.chain import SettlementError
 from prover.config import Settings
 from prover.epoch.executor import InlineExecutor
@@ -160,3 +161,33 @@ def test_a_restored_database_cannot_close_a_context_the_chain_holds(registered, 
     assert restored.store.account_bundles(epoch_id) == []
     meter.ledger.dispose()
     meter2.ledger.dispose()
+
+
+def test_settings_with_an_rpc_url_wire_the_check_into_epoch_close(registered, tmp_path):
+    """`zkmeter serve` / `epoch close` settings (ZKMETER_RPC_URL) give the epoch service the
+    chain reader: the restored database's close is refused through build_services too."""
+    client, _ = registered
+    url = getattr(client.w3.provider, "endpoint_uri", None)
+    if not url:
+        pytest.skip("needs a JSON-RPC node (the anvil case)")
+    meter, service, _ = provider(client, f"sqlite:///{tmp_path / 'first.sqlite'}")
+    record(meter, "r")
+    for part in service.close().accounts.values():
+        client.submit_bundle(part.bundle)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'restored.sqlite'}",
+                        signing_key=bytes(KEY).hex(), chain_id=client.chain_id,
+                        contract_address=client.settlement.address,
+                        operator_address=client.account, rpc_url=url, min_leaves=4)
+    services = build_services(settings)
+    try:
+        for i, users in USERS.items():
+            payer = client.w3.eth.accounts[i]
+            enroll(services.meter.ledger.engine, services.meter.provider_id, users,
+                   operator=bytes.fromhex(client.account[2:]), payer=bytes.fromhex(payer[2:]),
+                   asset=ETH, payer_key=bytes(PAYER_KEYS[payer].public_key))
+        record(services.meter, "again")
+        with pytest.raises(EpochStateError, match="already has epoch 1 on-chain"):
+            services.epochs.close()
+    finally:
+        services.close()
+    meter.ledger.dispose()

@@ -1,4 +1,4 @@
-"""``zkmeter``: the operator's command line (serve, epochs, keys, chain).
+"""``zkmeter``: the operator's command line (serve, epochs, accounts, keys, chain).
 
 Configuration comes from ``ZKMETER_*`` environment variables (prover/config.py); secrets are
 never printed. Exit codes: 0 done, 1 the operation failed, 2 bad configuration or input.
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from prover.cli_accounts import app as accounts_app
 from prover.cli_chain import app as chain_app
 from prover.errors import MeteringError
 from verifier.extras import MissingExtra, needs, use_packaged_artifacts
@@ -35,6 +36,7 @@ keys_app = typer.Typer(help="Generate provider and gateway keys.", no_args_is_he
 app.add_typer(epoch_app, name="epoch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
+app.add_typer(accounts_app, name="accounts")
 _err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]

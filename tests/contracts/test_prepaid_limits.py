@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+import requests
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
@@ -320,6 +321,26 @@ def test_an_unanswering_chain_refuses_with_unavailable(rpc, silent_rpc, db_url, 
         services.close()
 
 
+def test_after_a_failed_read_the_chain_is_not_asked_for_retry_seconds(silent_rpc):
+    now = [0.0]
+    reader = connect_reader(silent_rpc, "0x" + "42" * 20, timeout_seconds=0.3)
+    escrow = ChainEscrow(reader, ttl_seconds=3_600, retry_seconds=5, clock=lambda: now[0])
+    account, other = bytes(range(32)), bytes(32)
+    with pytest.raises(EscrowUnavailableError, match=r"could not be read from the chain "
+                                                     r"\((ReadTimeout|ConnectionError)\)"):
+        escrow.view(account)
+    now[0] = 4.9  # refused at once, without a chain call, for every account
+    for account_id in (account, other):
+        with pytest.raises(EscrowUnavailableError, match="did not answer a moment ago") as err:
+            escrow.view(account_id)
+        assert err.value.account_id == account_id
+    now[0] = 5.0  # asked again
+    with pytest.raises(EscrowUnavailableError, match="could not be read from the chain"):
+        escrow.view(other)
+    with pytest.raises(requests.exceptions.Timeout):  # the follower raises what web3 raises
+        escrow.poll()
+
+
 # ------------------------------------------------------------------------- serve's wiring
 
 
@@ -337,7 +358,8 @@ def test_build_services_reads_the_escrow_on_chain(anvil_client, tmp_path, signin
     base = {"database_url": f"sqlite:///{tmp_path / 'zk.sqlite'}",
             "signing_key": PROVIDER_SEED.hex(), "rpc_url": url, "chain_id": c.chain_id,
             "contract_address": c.settlement.address, "operator_address": c.account,
-            "escrow_headroom_units": 7, "escrow_ttl_seconds": 3_600}
+            "escrow_headroom_units": 7, "escrow_ttl_seconds": 3_600,
+            "escrow_poll_seconds": 0.1}
     with pytest.raises(ConfigError, match="chain id"):
         build_services(Settings(**{**base, "chain_id": 1}))
     with pytest.raises(ConfigError, match="does not run ZkMeterSettlement"):
@@ -369,7 +391,12 @@ def test_build_services_reads_the_escrow_on_chain(anvil_client, tmp_path, signin
                 assert dict(info.metadata) == {"account_id": "0x" + account_id.hex(),
                                                "remaining_units": "0"}
                 c.deposit(account_id, one * UNIT_PRICE, sender=payer)
-                escrow.poll()  # what the follower thread does every ZKMETER_ESCROW_POLL_SECONDS
+                # the follower thread (every ZKMETER_ESCROW_POLL_SECONDS) drops the entry;
+                # the TTL (an hour) cannot have
+                deadline = time.monotonic() + 60
+                while escrow.view(account_id).available_units != 2 * one + 7:
+                    assert time.monotonic() < deadline, "the event follower dropped nothing"
+                    time.sleep(0.05)
                 assert zk.record_usage(idempotency_key="k2", user_id="u0", model="gpt-4o",
                                        input_tokens=1, output_tokens=0).receipt.units == one
         finally:

@@ -15,6 +15,7 @@ from prover.accounts.escrow import CachedEscrow, EscrowView, FixedEscrow
 from prover.errors import (
     AccountLeafLimitError,
     AccountStateError,
+    EscrowUnavailableError,
     InvalidRequestError,
     PrepaidLimitError,
     UnknownUserError,
@@ -202,6 +203,30 @@ def test_cached_escrow_refreshes_after_ttl_and_on_invalidate():
     assert cache.view(b"a").available_units == 2
     cache.invalidate(b"a")
     assert cache.view(b"a").available_units == 3
+
+
+def test_cached_escrow_does_not_keep_a_read_that_an_invalidation_overtook():
+    """An event that drops the entry while a read is under way: the read answers its caller
+    but is not kept (it may predate the event); a failed read stores nothing."""
+    calls = []
+    cache: CachedEscrow
+
+    def fetch(account_id):
+        calls.append(account_id)
+        if len(calls) == 1:
+            cache.invalidate(account_id)  # the event follower, during the first read
+        if len(calls) == 3:
+            raise EscrowUnavailableError("the chain did not answer", account_id=account_id)
+        return EscrowView(len(calls))
+
+    cache = CachedEscrow(fetch, ttl_seconds=3_600)
+    assert cache.view(b"a").available_units == 1  # answered, not kept
+    assert cache.view(b"a").available_units == 2  # read again, kept
+    assert cache.view(b"a").available_units == 2 and len(calls) == 2
+    cache.invalidate()
+    with pytest.raises(EscrowUnavailableError):
+        cache.view(b"a")
+    assert cache.view(b"a").available_units == 4 and len(calls) == 4  # nothing was kept
 
 
 def test_escrow_view_from_contract_amounts():

@@ -317,6 +317,10 @@ def demo(
     withhold: Annotated[bool, typer.Option("--withhold", help="The provider publishes no "
                                                               "data; a settler demands it and "
                                                               "the bond is slashed.")] = False,
+    phantom: Annotated[bool, typer.Option("--phantom", help="The provider bills a phantom "
+                                                            "user on a padding leaf; the "
+                                                            "payer catches it, with "
+                                                            "evidence.")] = False,
 ) -> None:
     """Run the whole story end to end: serve, meter, close, publish, verify, settle."""
     try:
@@ -327,10 +331,11 @@ def demo(
 
     console = Console()
     try:
-        if bad_proof and withhold:
-            fail_startup("choose one of --bad-proof and --withhold")
+        if bad_proof + withhold + phantom > 1:
+            fail_startup("choose one of --bad-proof, --withhold and --phantom")
         summary = run_demo(users=users, requests=requests, out=out, rpc=rpc,
-                           bad_proof=bad_proof, withhold=withhold, console=console)
+                           bad_proof=bad_proof, withhold=withhold, phantom=phantom,
+                           console=console)
     except DemoError as exc:
         _err.print(f"[red]demo failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None

@@ -11,6 +11,7 @@ import sys
 from rich.console import Console
 
 from prover.demo import PHANTOM_USER, UNIT_PRICE_WEI, run_demo
+from tests.anvil import running_anvil
 from verifier.bundle import parse_bundle
 from verifier.statement import unseal_statement
 
@@ -73,6 +74,22 @@ def test_demo_two_payers_each_paid_its_users_units_in_its_asset(tmp_path):
     assert json.loads((out / "summary.json").read_text())["outcome"] == "settled"
     for user in ("user-01", "user-02", "user-03", "user-04"):  # users' secret keys
         assert (out / user / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_on_anvil_checks_each_account_against_the_node(tmp_path):
+    """On a real node the verifier's subprocesses read the chain: `chain` and the payer's own
+    check compare each account's on-chain record with its bundle."""
+    with running_anvil() as url:
+        summary = run_demo(users=2, requests=6, out=tmp_path / "anvil", rpc=url,
+                           console=quiet())
+    assert summary["outcome"] == "settled" and summary["chain"]["rpc"] == url
+    verification = json.loads((tmp_path / "anvil" / "verification.json").read_text())
+    for name, account in summary["accounts"].items():
+        assert verification[f"chain {name}"]["exit_code"] == 0
+        checks = {c["name"]: c["status"] for c in verification[f"payer {name}"]["checks"]}
+        assert checks["chain"] == "ok" and checks["receipts"] == "ok", checks
+        assert account["payment"] == users_units(tmp_path / "anvil", account["users"]) * \
+            UNIT_PRICE_WEI > 0
 
 
 def test_demo_phantom_user_is_caught_by_the_payer_with_evidence(tmp_path):

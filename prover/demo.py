@@ -238,7 +238,8 @@ def _cheat(bundle: Bundle, openings: dict[str, Any], signing_key: SigningKey) ->
     and no honest range proof exists for it: a dishonest prover's proof is published."""
     by_value = sorted((o for o in openings.values() if o.value > 0), key=lambda o: o.value)
     if len(by_value) < 2:
-        raise DemoError("--bad-proof needs at least two users with usage")
+        raise DemoError("--bad-proof needs an account with at least two users with usage "
+                        "(--users 3 or more)")
     victim, beneficiary = by_value[0], by_value[-1]
     shift = victim.value + 1  # more than the victim has: its value wraps below zero
     ctx = bundle.context
@@ -397,6 +398,8 @@ def run_demo(*, users: int = 8, requests: int = 48, out: Path, rpc: str | None =
         raise DemoError("choose one of --bad-proof, --withhold and --phantom")
     if users < 2:
         raise DemoError("the demo needs at least two users (one per billing account)")
+    if bad_proof and users < 3:  # it moves units between two users of one account
+        raise DemoError("--bad-proof needs an account with two users: --users 3 or more")
     console = console or Console()
     timer = Timer()
     if out.exists():

@@ -8,9 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from rich.console import Console
 
-from prover.demo import PHANTOM_USER, UNIT_PRICE_WEI, run_demo
+from prover.demo import PHANTOM_USER, UNIT_PRICE_WEI, DemoError, run_demo
 from tests.anvil import running_anvil
 from verifier.bundle import parse_bundle
 from verifier.statement import unseal_statement
@@ -174,3 +175,9 @@ def test_demo_command_refuses_two_cheats(tmp_path):
     assert proc.returncode != 0
     assert "choose one of --bad-proof, --withhold and --phantom" in proc.stderr
     assert not (tmp_path / "two").exists()  # refused before anything ran
+
+
+def test_demo_bad_proof_with_two_users_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(DemoError, match=r"--bad-proof needs .* --users 3 or more"):
+        run_demo(users=2, requests=6, out=tmp_path / "two", bad_proof=True, console=quiet())
+    assert not (tmp_path / "two").exists()

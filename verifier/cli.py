@@ -350,11 +350,6 @@ def chain_cmd(
     """Check a bundle against the chain (the contract code is the published artifact, and the
     on-chain root, total, leaf count and status match the bundle), or with --watch act on
     every pending epoch as a settler."""
-    try:
-        with needs("chain", "zkmeter-verify chain"):
-            from verifier import chain
-    except MissingExtra as exc:
-        bad_input(str(exc), as_json)
     if watch:
         _watch(rpc, contract, bundle, account_id, sender, max_demands=max_demands,
                finalize=finalize, interval=interval, rounds=rounds, as_json=as_json)
@@ -363,23 +358,11 @@ def chain_cmd(
         bad_input("name --epoch and --bundle (or --watch)", as_json)
 
     _, parsed = load_bundle(bundle, as_json)
-    address = parse_hex(contract, "contract address", 20, as_json)
     if parsed.epoch_id != epoch:
         bad_input(f"the bundle is for epoch {parsed.epoch_id}, not {epoch}", as_json)
-    try:
-        w3 = chain.connect(rpc)
-        checks = [chain.check_deployment(w3, contract)]
-        checks.append(Check("chain_context", parsed.chain_id == int(w3.eth.chain_id)
-                            and parsed.contract == address,
-                            "the bundle names this chain and contract"))
-        subject = (parse_hex(account_id, "account id", 32, as_json) if account_id
-                   else chain.bundle_subject(parsed))
-        record = chain.read_epoch(w3, contract, subject, epoch)
-        checks += chain.check_bundle_against_chain(parsed, record)
-    except chain.ChainError as exc:
-        bad_input(str(exc), as_json)
-    except Exception as exc:  # web3 transport errors: the node cannot be used
-        bad_input(f"cannot read the chain at {rpc}: {type(exc).__name__}", as_json)
+    subject = parse_hex(account_id, "account id", 32, as_json) if account_id else None
+    checks, record = _chain_checks(rpc, contract, parsed, as_json, subject=subject,
+                                   command="zkmeter-verify chain")
     report(f"epoch {epoch} on chain", checks, as_json, record=record.to_json())
 
 
@@ -466,11 +449,13 @@ def _open_statement(data: bytes, secret: bytes | None, as_json: bool) -> Any:
         bad_input(f"statement: {exc} (a sealed statement needs --secret-key)", as_json)
 
 
-def _chain_checks(rpc: str, contract: str, bundle: Bundle, as_json: bool) -> list[Check]:
-    """The on-chain record of the bundle's (account, epoch) against the bundle, as
-    ``zkmeter-verify chain`` checks it (exit 2 if the chain cannot be read)."""
+def _chain_checks(rpc: str, contract: str, bundle: Bundle, as_json: bool, *, command: str,
+                  subject: bytes | None = None) -> tuple[list[Check], Any]:
+    """The deployment and the on-chain record of the bundle's (account, epoch) against the
+    bundle (``subject``: another account id, for a version-1 bundle), and that record; exit
+    2 if the chain cannot be read."""
     try:
-        with needs("chain", "zkmeter-verify payer --rpc-url"):
+        with needs("chain", command):
             from verifier import chain
     except MissingExtra as exc:
         bad_input(str(exc), as_json)
@@ -481,13 +466,13 @@ def _chain_checks(rpc: str, contract: str, bundle: Bundle, as_json: bool) -> lis
         checks.append(Check("chain_context", bundle.chain_id == int(w3.eth.chain_id)
                             and bundle.contract == address,
                             "the bundle names this chain and contract"))
-        record = chain.read_epoch(w3, contract, bundle.subject, bundle.epoch_id)
+        record = chain.read_epoch(w3, contract, subject or bundle.subject, bundle.epoch_id)
         checks += chain.check_bundle_against_chain(bundle, record)
     except chain.ChainError as exc:
         bad_input(str(exc), as_json)
     except Exception as exc:  # web3 transport errors: the node cannot be used
         bad_input(f"cannot read the chain at {rpc}: {type(exc).__name__}", as_json)
-    return checks
+    return checks, record
 
 
 @app.command("payer")
@@ -542,8 +527,9 @@ def payer_cmd(
         bad_input("users: the list is empty", as_json)
     stmt = _open_statement(_read(statement, "statement", as_json), key, as_json)
     forwarded = _load_receipts(receipts, as_json) if receipts else None
-    chain_checks = _chain_checks(rpc, contract, parsed, as_json) if rpc and contract \
-        else None
+    chain_checks = _chain_checks(rpc, contract, parsed, as_json,
+                                 command="zkmeter-verify payer --rpc-url")[0] \
+        if rpc and contract else None
     title = f"payer check of epoch {parsed.epoch_id}"
     try:
         result = payer_mod.check_payer(parsed, stmt, users=mine, receipts=forwarded,
@@ -624,10 +610,13 @@ def _watch(rpc: str, contract: str, bundle: str | None, account_id: str | None,
     """``chain --watch``: one JSON line (or one sentence) per action."""
     import os
 
-    from verifier import watch as watch_mod
-    from verifier.chain import ChainError
-    from verifier.chain_client import ChainClient
-
+    try:
+        with needs("chain", "zkmeter-verify chain --watch"):
+            from verifier import watch as watch_mod
+            from verifier.chain import ChainError
+            from verifier.chain_client import ChainClient
+    except MissingExtra as exc:
+        bad_input(str(exc), as_json)
     if bundle is None:
         bad_input("--watch needs --bundle, a path or URL template with {account} and {epoch}",
                   as_json)

@@ -55,8 +55,6 @@ def _build(settings: Settings, escrow: EscrowSource | None,
            chain_escrow: "ChainEscrow | None") -> Services:
     meter = Meter.from_settings(settings, escrow=escrow)
     store = EpochStore(meter.ledger.engine)
-    accounts = AccountRegistry(meter.ledger.engine, operator=settings.operator_bytes(),
-                               provider_key=meter.provider_id)
     params = EpochParams(
         chain_id=settings.chain_id, contract=settings.contract_bytes(),
         bit_size=settings.bit_size, min_leaves=settings.min_leaves,
@@ -71,4 +69,4 @@ def _build(settings: Settings, escrow: EscrowSource | None,
                           onchain_last_epoch=None if chain_escrow is None
                           else chain_escrow.last_epoch_id)
     return Services(settings=settings, meter=meter, epochs=epochs, store=store,
-                    accounts=accounts, chain_escrow=chain_escrow)
+                    accounts=epochs.accounts, chain_escrow=chain_escrow)

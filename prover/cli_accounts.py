@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from prover.errors import InvalidRequestError, MeteringError, UnknownUserError
+from prover.errors import InvalidRequestError, MeteringError
 
 app = typer.Typer(help="Register billing accounts and their users (operator).",
                   no_args_is_help=True)
@@ -67,9 +67,7 @@ def _run(command: str, as_json: bool, action: Any) -> None:
         out = action(services)
     except (InvalidRequestError, ValueError) as exc:
         _fail(EXIT_BAD_INPUT, str(exc), as_json)
-    except UnknownUserError as exc:
-        _fail(EXIT_FAILED, str(exc), as_json)
-    except MeteringError as exc:
+    except MeteringError as exc:  # unknown or closed account, a user of another account
         _fail(EXIT_FAILED, str(exc), as_json)
     finally:
         services.close()

@@ -69,3 +69,31 @@ def uninterrupted_close(service, epoch_id: int, account_id: bytes, signing_key, 
         signing_key)
     return closed.bundle, statement
 
+
+
+def overlapping_bursts(meters, request, *, per_meter: int = 20, batch: int = 4):
+    """Each meter records ``per_meter`` requests (``request(meter_index, n)``) in batches of
+    ``batch``, all starting together on their own threads; returns every outcome (stored or
+    the error) and raises unless the bursts really overlapped in time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(len(meters))
+    spans = []
+
+    def burst(index):
+        barrier.wait()
+        start = time.monotonic()
+        out = []
+        for j in range(0, per_meter, batch):
+            out += meters[index].record_batch([request(index, j + i) for i in range(batch)])
+        spans.append((start, time.monotonic()))
+        return out
+
+    with ThreadPoolExecutor(len(meters)) as pool:
+        outcomes = [o for result in pool.map(burst, range(len(meters))) for o in result]
+    first, second = sorted(spans)[:2]
+    if not second[0] < first[1]:
+        raise AssertionError("the bursts did not overlap: the test proves nothing")
+    return outcomes

@@ -61,6 +61,18 @@ def test_two_closers_at_once(pg_url, services_factory):
                      ) == LEAVES
 
 
+def api_leaves_total(services, epoch_id: int) -> int | None:
+    """``leaves_total`` of an epoch as GET /v1/epochs/{id} and gRPC GetEpoch answer it."""
+    from prover.api.grpc_server import epoch_to_proto
+    from prover.api.http import epoch_out
+
+    (summary,) = services.store.summaries(limit=1, epoch_id=epoch_id, closed_only=True)
+    http = epoch_out(summary).leaves_total
+    grpc_ = epoch_to_proto(services.meter.ledger.epoch(epoch_id), services).leaves_total
+    assert http == grpc_, (http, grpc_)
+    return http
+
+
 def kill_after_leaves(url: str, env: dict[str, str], leaves: int) -> None:
     proc = subprocess.Popen(CLOSE, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -83,6 +95,7 @@ def test_resume_with_changed_settings(tmp_path, services_factory):
     epoch_id = 1
     stored = count(url, "SELECT count(*) FROM epoch_leaves")
     assert 4 <= stored < LEAVES
+    assert api_leaves_total(services, epoch_id) == LEAVES
 
     for setting, value, named in [
             ("contract_address", "0x" + "43" * 20, "ZKMETER_CONTRACT_ADDRESS is now 0x4343"),
@@ -104,12 +117,15 @@ def test_resume_with_changed_settings(tmp_path, services_factory):
     assert len(parse_bundle(bundle).leaves) == LEAVES
     status = store.status(epoch_id)
     assert (status.leaves_done, status.leaves_total) == (LEAVES, LEAVES)
+    assert api_leaves_total(services, epoch_id) == LEAVES
     # the next epoch is closed with the new setting
     record(services, 1000)
     nxt = subprocess.run(CLOSE, env=cli_env(url, min_leaves="128"), capture_output=True,
                          timeout=300)
     assert nxt.returncode == 0, nxt.stderr.decode()
     assert store.status(epoch_id + 1).leaves_total == 128
+    assert api_leaves_total(services, epoch_id + 1) == 128
+    assert len(parse_bundle(store.bundle_json(epoch_id + 1)).leaves) == 128
 
 
 def descendants(pid: int) -> set[int]:
@@ -134,6 +150,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -155,7 +178,9 @@ def test_workers_exit_with_a_killed_closer(tmp_path, services_factory):
     try:
         wait_for(lambda: count(url, "SELECT count(*) FROM epoch_leaves") >= 8)
         workers = descendants(proc.pid)
-        assert len(workers) >= 2, workers  # two workers (and the resource tracker)
+        names = {pid: cmdline(pid) for pid in workers}
+        assert sum("spawn_main" in name for name in names.values()) == 2, names
+        assert any("resource_tracker" in name for name in names.values()), names
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -165,6 +190,8 @@ def test_workers_exit_with_a_killed_closer(tmp_path, services_factory):
     left = {pid for pid in workers if alive(pid)}
     for pid in left:  # do not leave them behind even when the test fails
         os.kill(pid, signal.SIGKILL)
+    print(f"SIGKILL: {len(workers)} children gone {time.monotonic() - started:.2f} s after "
+          "the kill")
     assert not left, f"still running {time.monotonic() - started:.1f} s after the kill: {left}"
     assert time.monotonic() - started < 3.0
     resumed = subprocess.run(CLOSE, env=cli_env(url, min_leaves="64"), capture_output=True,

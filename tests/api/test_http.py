@@ -398,6 +398,25 @@ def test_idle_keep_alive_is_closed(strict_server):
         assert time.monotonic() - started < 3.0
 
 
+def test_keep_alive_timeout(world):
+    """With the keep-alive timeout the shorter (1 s, header timeout 5 s: as with the
+    defaults, 5 s and 10 s), an idle connection closes at the keep-alive timeout."""
+    server = HttpServer(create_http_app(world.services), header_timeout=5.0, keep_alive=1)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            assert sock.recv(65536) == b""
+            took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert 0.8 < took < 3.0, took
+
+
 def test_database_down(world):
     down = EpochStore(make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none"))
     server = HttpServer(create_http_app(dataclasses.replace(world.services, store=down)))

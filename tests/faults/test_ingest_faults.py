@@ -1,18 +1,23 @@
 """Ingest under database faults, on a real PostgreSQL behind a fault proxy: a black-holed
 (partitioned) database fails the call within the bound instead of hanging, a refused one
-fails with one short message, a short outage is ridden out by the retries, and backends
+fails with one short message (over gRPC: ``UNAVAILABLE``, and the retry with the same key
+records the event once), a short outage is ridden out by the retries, and backends
 terminated every 50 ms (``pg_terminate_backend``) lose nothing and count nothing twice."""
 
 import threading
 import time
 
+import grpc
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from prover.api.grpc_server import hash_api_key, new_api_key
 from prover.errors import LedgerError
 from prover.metering import UsageRequest
+from tests.api.grpc_harness import ServerThread
 from tests.postgres import admin_connection
+from zkmeter.client import Client
 
 pytestmark = pytest.mark.postgres
 
@@ -67,6 +72,44 @@ def test_ingest_fails_in_time_and_resumes(pg_url, proxy, services_factory, fault
     totals, count = ledger_state(services)
     expected = dict(before[0])
     expected[usage(6).user_id] += again.receipt.units
+    assert (totals, count) == (expected, before[1] + 1)
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "refuse"])
+def test_grpc_record_usage_under_a_dead_database(pg_url, proxy, services_factory, fault):
+    """RecordUsage over gRPC with the database black-holed or refused: UNAVAILABLE with a
+    short message within the bound; the gateway's retry with the same key after recovery
+    records the event once, and a further retry is replayed (docs/grpc.md)."""
+    services = services_factory(proxy.url(pg_url))
+    key = new_api_key()
+    server = ServerThread(services, api_key_hashes={hash_api_key(key): "gateway"})
+    fields = {"idempotency_key": "g-1", "user_id": "user-1", "model": MODEL,
+              "input_tokens": 40, "output_tokens": 7}
+    try:
+        with Client(server.target, api_key=key, timeout=60) as zk:
+            zk.record_usage(**{**fields, "idempotency_key": "g-0"})
+            before = ledger_state(services)
+            proxy.mode = fault
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                zk.record_usage(**fields)
+            took = time.monotonic() - started
+            print(f"gRPC RecordUsage, {fault}: {caught.value.code().name} after {took:.1f} s: "
+                  f"{caught.value.details()}")
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details().startswith("the database is unavailable: ")
+            assert_short(caught.value.details())
+            assert took < 10.0, took  # as test_ingest_fails_in_time_and_resumes
+            proxy.mode = "pass"
+            first = zk.record_usage(**fields)
+            again = zk.record_usage(**fields)
+    finally:
+        server.stop()
+    assert not first.replayed and again.replayed
+    assert again.receipt.receipt_hash == first.receipt.receipt_hash
+    totals, count = ledger_state(services)
+    expected = dict(before[0])
+    expected["user-1"] = expected.get("user-1", 0) + first.receipt.units
     assert (totals, count) == (expected, before[1] + 1)
 
 

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from prover.cli_accounts import app as accounts_app
 from prover.cli_chain import app as chain_app
 from prover.errors import MeteringError
-from verifier.extras import MissingExtra, needs, use_packaged_artifacts
+from verifier.extras import MissingExtra, needs, run_cli, use_packaged_artifacts
 
 if TYPE_CHECKING:  # the server stack is imported only when a command needs it
     from prover.app import Services
@@ -37,7 +37,7 @@ app.add_typer(epoch_app, name="epoch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(chain_app, name="chain")
 app.add_typer(accounts_app, name="accounts")
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 DevFlag = Annotated[bool, typer.Option(
@@ -424,7 +424,7 @@ def new_signing_key() -> None:
 def main() -> None:
     """Console entry point."""
     use_packaged_artifacts()
-    app()
+    run_cli(app, "zkmeter")
 
 
 if __name__ == "__main__":

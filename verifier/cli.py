@@ -22,7 +22,7 @@ from rich.table import Table
 
 from verifier import audit as audit_mod
 from verifier.bundle import Bundle, BundleFormatError, Check, parse_bundle, verify_bundle
-from verifier.extras import MissingExtra, needs, use_packaged_artifacts
+from verifier.extras import MissingExtra, needs, run_cli, use_packaged_artifacts
 from verifier.sources import InputError, read_source
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -34,7 +34,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -657,4 +657,4 @@ _settler_commands()
 def main() -> None:
     """Console entry point."""
     use_packaged_artifacts()
-    app()
+    run_cli(app, "zkmeter-verify")

@@ -377,10 +377,11 @@ def submit(
     """Submit a closed epoch's bundle to its billing account (operator): reserves V * unit
     price of the account's escrow and locks as much of the bond."""
     from circuits.hashing import keccak256
-    from verifier.chain_client import LeafInput
 
     parsed = _load_bundle(bundle, as_json)
-    client = _client(rpc_url, sender, contract, as_json)
+    client = _client(rpc_url, sender, contract, as_json)  # first: it names a missing extra
+    from verifier.chain_client import LeafInput
+
     subject = _subject(parsed, account_id, as_json)
     if parsed.chain_id != client.chain_id:
         _fail(EXIT_BAD_INPUT, f"the bundle is for chain {parsed.chain_id}, the node is chain "
@@ -403,12 +404,12 @@ def answer(contract: Contract, bundle: BundleFile, leaf: Leaf,
            rpc_url: RpcUrl = None, sender: Sender = None, as_json: JsonFlag = False) -> None:
     """Answer a data demand on a leaf with its data from the bundle (anyone holding it; the
     demand bond goes to the sender)."""
-    from verifier.chain_client import bundle_path
-
     parsed = _load_bundle(bundle, as_json)
     if not 0 <= leaf < len(parsed.leaves):
         _fail(EXIT_BAD_INPUT, f"the bundle has leaves 0..{len(parsed.leaves) - 1}", as_json)
-    client = _client(rpc_url, sender, contract, as_json)
+    client = _client(rpc_url, sender, contract, as_json)  # first: it names a missing extra
+    from verifier.chain_client import bundle_path
+
     subject = _subject(parsed, account_id, as_json)
     data = parsed.leaves[leaf]
     receipt = _run(as_json, client, lambda: client.answer_demand(
@@ -503,12 +504,12 @@ def challenge(contract: Contract, bundle: BundleFile, leaf: Leaf,
     """Challenge a leaf's range proof (the one `zkmeter-verify bundle` names): commits, then
     reveals in a later block. A bad proof rejects every pending epoch of the provider and
     slashes its bond; a good one refuses with RangeProofValid."""
-    from verifier.chain_client import bundle_path
-
     parsed = _load_bundle(bundle, as_json)
     if not 0 <= leaf < len(parsed.leaves):
         _fail(EXIT_BAD_INPUT, f"the bundle has leaves 0..{len(parsed.leaves) - 1}", as_json)
-    client = _client(rpc_url, sender, contract, as_json)
+    client = _client(rpc_url, sender, contract, as_json)  # first: it names a missing extra
+    from verifier.chain_client import bundle_path
+
     subject = _subject(parsed, account_id, as_json)
     data = parsed.leaves[leaf]
     receipt = _run(as_json, client, lambda: client.challenge(

@@ -8,7 +8,8 @@ bare ``ModuleNotFoundError``.
 """
 
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,6 +58,25 @@ def needs(extra: str, command: str) -> Iterator[None]:
                            command) from None
 
 
+_GROUPS = ("chain", "keys", "epoch", "accounts")  # command groups: name the subcommand too
+
+
+def run_cli(app: Callable[[], object], prog: str) -> None:
+    """Run a command-line app; an optional dependency missing in a command that did not
+    check for it itself (``needs``) is still one line naming the extra, and exit 2, never a
+    ModuleNotFoundError traceback."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        extra = extra_for(exc)
+        if extra is None:
+            raise
+        words = sys.argv[1:3] if sys.argv[1:2] and sys.argv[1] in _GROUPS else sys.argv[1:2]
+        command = " ".join([prog, *(w for w in words if not w.startswith("-"))])
+        print(f"{prog}: {MissingExtra(extra, exc.name or '?', command)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def packaged_artifacts() -> Path:
     """Where an installed wheel keeps the contract artifacts (copied in by setup.py)."""
     return Path(__file__).resolve().parent / "contracts"
@@ -74,4 +94,4 @@ def use_packaged_artifacts() -> None:
 
 
 __all__ = ["ARTIFACTS_ENV", "MODULE_EXTRA", "MissingExtra", "extra_for", "needs",
-           "packaged_artifacts", "use_packaged_artifacts"]
+           "packaged_artifacts", "run_cli", "use_packaged_artifacts"]

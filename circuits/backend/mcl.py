@@ -1,6 +1,6 @@
 """Fast backend: the mcl library from the ``mclbn256`` wheel, called through ctypes.
 
-Pitfalls handled here (TOOLCHAIN.md): the wheel initialises mcl to another 254-bit curve, so
+Pitfalls of mclbn256 1.3.5 handled here: the wheel initialises mcl to another 254-bit curve, so
 we re-initialise it to alt_bn128 (``MCL_BN_SNARK1`` = 4) before any use, in every process that
 imports this module; its ``base_point()`` and ``serialize()`` belong to that other curve, so
 points cross the boundary only as affine coordinates, written and read with the ``...Mod``

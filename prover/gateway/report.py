@@ -90,8 +90,13 @@ class Reporter:
     # --- the first attempt --------------------------------------------------------------
 
     def enqueue(self, report: Report) -> None:
-        """Make the usage durable (counts only)."""
+        """Make the usage durable (counts only). Its first attempt (:meth:`report`, with the
+        text) follows, maybe only after the reply is written or in a task that has not run
+        yet: until it ends the retry loop leaves the row alone, or it would send the counts
+        first and the receipt would not bind the text (a row whose first attempt never runs
+        is sent at the next start)."""
         self.store.enqueue(report)
+        self._inflight.add(report.request_id)
         metrics.QUEUE_DEPTH.set(self.store.pending)
 
     async def report(self, report: Report, messages: Sequence[Message] | None,
@@ -103,6 +108,8 @@ class Reporter:
             self._settle(report, outcome)
         finally:
             self._inflight.discard(report.request_id)
+        if outcome.status == "ok" and self.store.pending > len(self._inflight):
+            self._wake.set()  # zkmeter serve answers: retry at once what nobody is sending
         return outcome
 
     def _send(self, report: Report, messages: Sequence[Message] | None,
@@ -152,8 +159,6 @@ class Reporter:
         if outcome.status == "ok" and outcome.receipt is not None:
             self.store.delivered(report.request_id, report.user_id, outcome.receipt)
             metrics.REPORTS.labels("delivered").inc()
-            if self.store.pending:
-                self._wake.set()
         elif outcome.status == "refused":
             self.store.refused(report.request_id, report.user_id, outcome.code)
             metrics.REPORTS.labels("refused").inc()

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from prover.gateway import metrics
 from prover.gateway.app import decode_receipt_header
 from prover.gateway.counting import LocalCounter, chat_messages
 from prover.gateway.report import Reporter
@@ -25,9 +26,9 @@ QUEUE_MAX = 12
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    running = Stack(tmp_path_factory.mktemp("durable"), ["dana", "erin", "fay"], gateway_env={
-        "ZKMETER_GATEWAY_QUEUE_MAX": str(QUEUE_MAX),
-        "ZKMETER_GATEWAY_REPORT_TIMEOUT_SECONDS": "2"}).start()
+    running = Stack(tmp_path_factory.mktemp("durable"), ["dana", "erin", "fay", "gus"],
+                    gateway_env={"ZKMETER_GATEWAY_QUEUE_MAX": str(QUEUE_MAX),
+                                 "ZKMETER_GATEWAY_REPORT_TIMEOUT_SECONDS": "2"}).start()
     yield running
     running.stop()
 
@@ -147,7 +148,7 @@ def test_a_retried_report_never_bills_twice(stack, tmp_path):
             for report, text in ((text_report, True), (counts_report, False)):
                 reporter.enqueue(report)
                 first = await reporter.report(report, messages if text else None, completion)
-                reporter.enqueue(report)  # the acknowledgement was "lost"
+                store.enqueue(report)  # the acknowledgement was "lost": the row is back
                 assert await reporter.drain(30)
                 assert store.lookup(report.request_id, "fay")[0] == "ok"
                 second = store.lookup(report.request_id, "fay")[1]
@@ -163,6 +164,50 @@ def test_a_retried_report_never_bills_twice(stack, tmp_path):
     assert receipt_from_json(results[0][1]).counted_from_text
     assert receipt_from_json(results[1][1]).reasoning_tokens == 3
     assert len(receipts_of(stack, "fay")) == 2
+
+
+def test_the_retry_loop_leaves_a_first_attempt_to_come_alone(stack, tmp_path):
+    """A report enqueued whose first attempt has not started yet (a deferred reply is still
+    being written, a stream's report task is still to run) is not sent by the retry loop as
+    counts when another request's delivery wakes it: its first attempt sends the text, so the
+    receipt binds the text's digests, and no second RPC answers ALREADY_EXISTS."""
+    counter = LocalCounter()
+    messages = chat_messages({"messages": [{"role": "user", "content": MARKER + " later"}]})
+    completion = "the first attempt of this one starts late"
+    counts = counter.chat("gpt-4o", messages, completion)
+
+    async def run() -> tuple:
+        store = GatewayStore(tmp_path / "window.sqlite")
+        reporter = Reporter(store, target=f"127.0.0.1:{stack.grpc_port}",
+                            api_key=stack.api_key, timeout=5, retry_seconds=0.1, queue_max=10)
+        loop = asyncio.create_task(reporter.run())
+        try:
+            later = Report("window-later", "gus", "gpt-4o", counts.input_tokens,
+                           counts.output_tokens, 0, 0)
+            now = Report("window-now", "gus", "gpt-4o", 3, 4, 0, 0)
+            reporter.enqueue(later)  # its first attempt is still to come
+            reporter.enqueue(now)
+            assert (await reporter.report(now, None, None)).status == "ok"
+            await asyncio.sleep(1.0)  # the woken retry loop runs meanwhile
+            first = await reporter.report(later, messages, completion)
+            return first, store.lookup(later.request_id, "gus")
+        finally:
+            reporter.stop()
+            await loop
+            reporter.close()
+            store.close()
+
+    def replayed() -> float:
+        return metrics.REGISTRY.get_sample_value("zkmeter_gateway_reports_total",
+                                                 {"outcome": "replayed"}) or 0.0
+
+    replayed_before = replayed()
+    first, (status, kept) = asyncio.run(run())
+    assert replayed() == replayed_before  # no retry met the first attempt's receipt
+    assert first.status == status == "ok" and first.receipt == kept
+    assert receipt_from_json(kept).counted_from_text  # sent with the text, not as counts
+    check_text(receipt_from_json(kept), messages=messages, completion=completion)
+    assert len(receipts_of(stack, "gus")) == 2
 
 
 def test_no_text_in_any_file(stack):

@@ -5,10 +5,16 @@ Starts ``zkmeter serve`` (SQLite), ``zkmeter upstream`` and two gateways (receip
 first, report after), each its own process on loopback, and measures in the same run:
 
 * added latency: sequential non-streamed chat requests over keep-alive connections,
-  alternating direct-to-upstream and through-the-gateway; p50/p99 of each, and the
-  differences; for streams the added time to the first chunk and to ``[DONE]``;
+  alternating direct-to-upstream and through one gateway (each mode has its own interleaved
+  direct baseline: a deferred gateway's report, sent after its reply, would otherwise load
+  zkmeter serve while the inline gateway's next request waits for it); p50/p99 of each, and
+  the differences; for streams the added time to the first chunk and to ``[DONE]``;
 * throughput: requests/s with ``--concurrency`` requests in flight for ``--seconds``, direct
   and through each gateway.
+
+Between phases the benchmark waits until both gateways' report queues are empty, so no
+backlog of one phase runs during the next. The 1-minute load average at the start and the
+end is in the output.
 
 Goal (issue 15): p50 added <= 2 ms for non-streamed requests, throughput >= 70 % of direct.
 Everything shares the machine (client, gateway, upstream, serve): read the figures with that.
@@ -17,6 +23,8 @@ Everything shares the machine (client, gateway, upstream, serve): read the figur
 import argparse
 import asyncio
 import json
+import os
+import re
 import statistics
 import sys
 import tempfile
@@ -115,6 +123,21 @@ async def _throughput(url: str, key: str, concurrency: int, seconds: float,
         return count / (time.perf_counter() - started)
 
 
+def _drained(metrics_ports: list[int], timeout: float = 120.0) -> None:
+    """Wait until every gateway's report queue is empty (its backlog would load the next
+    phase)."""
+    deadline = time.monotonic() + timeout
+    for port in metrics_ports:
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            depth = re.search(r"^zkmeter_gateway_queue_depth (\S+)$", text, re.M)
+            if depth is not None and float(depth.group(1)) == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("a gateway's report queue did not drain")
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -127,44 +150,58 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="zkmeter-bench-gateway-") as tmp:
         stack = Stack(Path(tmp) / "stack", ["bench-user"])
-        deferred_port = free_port()
+        deferred_port, deferred_metrics = free_port(), free_port()
         deferred = Proc("gateway-deferred", [*stack.gateway.args[:-1],
                                              f"127.0.0.1:{deferred_port}"],
                         {**stack.gateway.env, "ZKMETER_GATEWAY_RECEIPTS": "deferred",
                          "ZKMETER_GATEWAY_QUEUE_PATH": str(Path(tmp) / "deferred.sqlite"),
-                         "ZKMETER_GATEWAY_METRICS_BIND": f"127.0.0.1:{free_port()}"},
+                         "ZKMETER_GATEWAY_METRICS_BIND": f"127.0.0.1:{deferred_metrics}"},
                         stack.workdir, deferred_port)
+        load_start = os.getloadavg()[0]
         stack.start()
         deferred.start()
+        metrics_ports = [stack.metrics_port, deferred_metrics]
         try:
             key = stack.caller_keys["bench-user"]
             targets = {"direct": (stack.upstream_url, stack.upstream_key),
                        "inline": (stack.gateway_url, key),
                        "deferred": (f"http://127.0.0.1:{deferred_port}/v1", key)}
-            lat = latency(targets, args.requests)
-            streams = stream_latency(targets, args.streams)
-            rates = {name: round(asyncio.run(_throughput(url, k, args.concurrency,
-                                                         args.seconds)), 1)
-                     for name, (url, k) in targets.items()}
-            slow = {name: round(asyncio.run(_throughput(url, k, args.concurrency, args.seconds,
-                                                        args.model_delay_ms)), 1)
-                    for name, (url, k) in targets.items()}
+            lat: dict[str, dict[str, dict[str, float]]] = {}
+            streams: dict[str, dict[str, dict[str, float]]] = {}
+            for mode in ("inline", "deferred"):  # each against its own interleaved direct
+                pair = {"direct": targets["direct"], mode: targets[mode]}
+                lat[mode] = latency(pair, args.requests)
+                _drained(metrics_ports)
+                streams[mode] = stream_latency(pair, args.streams)
+                _drained(metrics_ports)
+            rates, slow = {}, {}
+            for name, (url, k) in targets.items():
+                rates[name] = round(asyncio.run(_throughput(url, k, args.concurrency,
+                                                            args.seconds)), 1)
+                _drained(metrics_ports)
+            for name, (url, k) in targets.items():
+                slow[name] = round(asyncio.run(_throughput(url, k, args.concurrency,
+                                                           args.seconds, args.model_delay_ms)), 1)
+                _drained(metrics_ports)
         finally:
             deferred.stop()
             stack.stop()
-    direct = lat["direct"]
     result: dict[str, Any] = {
         "machine": "2 cores shared by client, gateway, upstream and zkmeter serve",
+        "load_average_1m": {"start": round(load_start, 2),
+                            "end": round(os.getloadavg()[0], 2)},
         "requests": args.requests, "concurrency": args.concurrency, "seconds": args.seconds,
         "latency_ms": lat, "streams_ms": streams, "throughput_rps": rates,
         f"throughput_rps_upstream_{args.model_delay_ms}ms": slow}
     for mode in ("inline", "deferred"):
-        added50 = round(lat[mode]["p50_ms"] - direct["p50_ms"], 3)
+        own, direct = lat[mode][mode], lat[mode]["direct"]
+        added50 = round(own["p50_ms"] - direct["p50_ms"], 3)
         result[mode] = {
             "added_p50_ms": added50,
-            "added_p99_ms": round(lat[mode]["p99_ms"] - direct["p99_ms"], 3),
-            "added_first_chunk_p50_ms": round(streams[mode]["first_chunk_p50_ms"]
-                                              - streams["direct"]["first_chunk_p50_ms"], 3),
+            "added_p99_ms": round(own["p99_ms"] - direct["p99_ms"], 3),
+            "added_first_chunk_p50_ms": round(
+                streams[mode][mode]["first_chunk_p50_ms"]
+                - streams[mode]["direct"]["first_chunk_p50_ms"], 3),
             "throughput_vs_direct": round(rates[mode] / rates["direct"], 3),
             f"throughput_vs_direct_upstream_{args.model_delay_ms}ms": round(
                 slow[mode] / slow["direct"], 3),

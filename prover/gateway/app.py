@@ -24,6 +24,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -129,11 +130,15 @@ class GatewayApp:
 
     @property
     def http(self) -> httpx.AsyncClient:
-        """The upstream client (made on first use, inside the server's event loop)."""
+        """The upstream client (made on first use, inside the server's event loop). It keeps
+        no cookies: the client is shared by every caller, so a cookie the upstream set in
+        one caller's reply would go out with everybody's requests (callers' own cookies are
+        not forwarded either; an upstream's Set-Cookie still reaches the caller it answered)."""
         if self._http is None:
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.upstream_timeout_seconds, connect=10.0),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
         return self._http
 
     async def startup(self) -> None:

@@ -14,7 +14,9 @@ Per-request controls, as request headers (the gateway forwards them): ``x-upstre
 429|500`` (answer that error in OpenAI's shape), ``x-upstream-delay-ms: N`` (before the
 reply), ``x-upstream-chunk-delay-ms: N`` (between stream chunks), ``x-upstream-words: N``
 (length of the completion), ``x-upstream-usage-skew: N`` (add N to the reported
-prompt_tokens, to provoke a disagreement). Server-wide defaults come from the command line.
+prompt_tokens, to provoke a disagreement), ``x-upstream-set-cookie: V`` (answer with
+``Set-Cookie: V``; ``/stats`` counts the requests that came with a ``Cookie`` header).
+Server-wide defaults come from the command line.
 
 It never logs a request body.
 """
@@ -76,6 +78,7 @@ class UpstreamApp:
     def __init__(self, options: UpstreamOptions | None = None) -> None:
         self.options = options or UpstreamOptions()
         self.requests = 0
+        self.with_cookie = 0
         self.counter = TokenCounter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,10 +96,15 @@ class UpstreamApp:
             return
         path, method = scope["path"], scope["method"]
         if path == "/stats":
-            await _send(send, 200, json.dumps({"requests": self.requests}).encode())
+            await _send(send, 200, json.dumps({"requests": self.requests,
+                                               "with_cookie": self.with_cookie}).encode())
             return
         self.requests += 1
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.with_cookie += "cookie" in headers
+        if "x-upstream-set-cookie" in headers:
+            send = _with_header(send, b"set-cookie",
+                                headers["x-upstream-set-cookie"].encode("latin-1"))
         if self.options.api_key is not None and headers.get("authorization") != (
                 f"Bearer {self.options.api_key}"):
             await _send(send, 401, _error(401))
@@ -281,6 +289,15 @@ class UpstreamApp:
                         "body": b"data: " + json.dumps(piece).encode() + b"\n\n"})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n",
                     "more_body": False})
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    """``send`` that adds one header to the response's start."""
+    async def wrapped(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (name, value)]}
+        await send(message)
+    return wrapped
 
 
 async def _send(send: Send, status: int, body: bytes,

@@ -338,6 +338,29 @@ def test_usage_disagreement_is_a_counter_and_a_log_line(stack, alice):
     assert "usage mismatch" in line and "field=prompt" in line
 
 
+def test_no_cookie_of_one_caller_reaches_the_upstream_on_another_callers_request(stack,
+                                                                                 alice):
+    """The upstream's Set-Cookie reaches the caller it answered, but the gateway keeps no
+    cookie jar: its shared upstream connection must not send one caller's cookie on the
+    requests of every caller after it."""
+    def with_cookie() -> int:
+        return httpx.get(f"http://127.0.0.1:{stack.upstream_port}/stats").json()["with_cookie"]
+
+    before = with_cookie()
+    raw = alice.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "set me a cookie"}],
+        extra_headers={"x-upstream-set-cookie": "session=alice-only; Path=/"})
+    assert raw.headers["set-cookie"] == "session=alice-only; Path=/"
+    RECEIVED.append(raw.parse().choices[0].message.content)
+    bob = openai.OpenAI(base_url=stack.gateway_url, api_key=stack.caller_keys["bob"],
+                        max_retries=0, timeout=60)
+    reply = bob.chat.completions.create(model="gpt-4o",
+                                        messages=[{"role": "user", "content": "bob's turn"}])
+    RECEIVED.append(reply.choices[0].message.content)
+    assert alice.models.list().data
+    assert with_cookie() == before == 0
+
+
 def test_gateway_metrics_are_not_on_the_public_port(stack):
     reply = httpx.get(f"{stack.gateway_url.removesuffix('/v1')}/metrics")
     assert reply.status_code == 401  # unknown route without a key: not even listed

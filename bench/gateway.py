@@ -10,7 +10,8 @@ first, report after), each its own process on loopback, and measures in the same
   zkmeter serve while the inline gateway's next request waits for it); p50/p99 of each, and
   the differences; for streams the added time to the first chunk and to ``[DONE]``;
 * throughput: requests/s with ``--concurrency`` requests in flight for ``--seconds``, direct
-  and through each gateway.
+  and through each gateway, and the CPU time each process spent per request meanwhile
+  (from ``/proc``; a deferred gateway's reports after the run are included).
 
 Between phases the benchmark waits until both gateways' report queues are empty, so no
 backlog of one phase runs during the next. The 1-minute load average at the start and the
@@ -101,8 +102,21 @@ def stream_latency(targets: dict[str, tuple[str, str]], n: int) -> dict[str, dic
                    "done_p50_ms": _ms(statistics.median(done[name]))} for name in targets}
 
 
+def _pid(proc: Proc) -> int:
+    if proc.proc is None:
+        raise RuntimeError(f"{proc.name} is not running")
+    return proc.proc.pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _throughput(url: str, key: str, concurrency: int, seconds: float,
-                      delay_ms: int = 0) -> float:
+                      delay_ms: int = 0) -> tuple[int, float]:
+    """(requests answered, seconds) with ``concurrency`` requests in flight."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60,
                                  headers={"authorization": f"Bearer {key}"}) as client:
@@ -120,7 +134,7 @@ async def _throughput(url: str, key: str, concurrency: int, seconds: float,
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return count / (time.perf_counter() - started)
+        return count, time.perf_counter() - started
 
 
 def _drained(metrics_ports: list[int], timeout: float = 120.0) -> None:
@@ -174,14 +188,23 @@ def main(argv: list[str] | None = None) -> int:
                 _drained(metrics_ports)
                 streams[mode] = stream_latency(pair, args.streams)
                 _drained(metrics_ports)
-            rates, slow = {}, {}
+            pids = {"gateway_inline": _pid(stack.gateway), "gateway_deferred": _pid(deferred),
+                    "serve": _pid(stack.serve), "upstream": _pid(stack.upstream)}
+            rates, slow, cpu = {}, {}, {}
             for name, (url, k) in targets.items():
-                rates[name] = round(asyncio.run(_throughput(url, k, args.concurrency,
-                                                            args.seconds)), 1)
+                before = {p: _cpu_seconds(pid) for p, pid in pids.items()}
+                client_before = time.process_time()
+                count, elapsed = asyncio.run(_throughput(url, k, args.concurrency,
+                                                         args.seconds))
                 _drained(metrics_ports)
+                rates[name] = round(count / elapsed, 1)
+                used = {p: _cpu_seconds(pid) - before[p] for p, pid in pids.items()}
+                used["load_generator"] = time.process_time() - client_before
+                cpu[name] = {p: _ms(t / count) for p, t in used.items() if t / count >= 5e-5}
             for name, (url, k) in targets.items():
-                slow[name] = round(asyncio.run(_throughput(url, k, args.concurrency,
-                                                           args.seconds, args.model_delay_ms)), 1)
+                count, elapsed = asyncio.run(_throughput(url, k, args.concurrency,
+                                                         args.seconds, args.model_delay_ms))
+                slow[name] = round(count / elapsed, 1)
                 _drained(metrics_ports)
         finally:
             deferred.stop()
@@ -192,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                             "end": round(os.getloadavg()[0], 2)},
         "requests": args.requests, "concurrency": args.concurrency, "seconds": args.seconds,
         "latency_ms": lat, "streams_ms": streams, "throughput_rps": rates,
+        "cpu_ms_per_request": cpu,
         f"throughput_rps_upstream_{args.model_delay_ms}ms": slow}
     for mode in ("inline", "deferred"):
         own, direct = lat[mode][mode], lat[mode]["direct"]

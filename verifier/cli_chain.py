@@ -383,6 +383,12 @@ def submit(
     from verifier.chain_client import LeafInput
 
     subject = _subject(parsed, account_id, as_json)
+    if parsed.account_id is None and subject != parsed.subject:
+        _fail(EXIT_BAD_INPUT, f"this version-1 bundle's proofs are bound to "
+                              f"0x{parsed.subject.hex()}, not to account 0x{subject.hex()}: "
+                              "submitted there, every leaf could be challenged and the bond "
+                              "slashed (close the epoch with this zkmeter: its bundles name "
+                              "their account)", as_json)
     if parsed.chain_id != client.chain_id:
         _fail(EXIT_BAD_INPUT, f"the bundle is for chain {parsed.chain_id}, the node is chain "
                               f"{client.chain_id}", as_json)

@@ -125,3 +125,32 @@ def test_every_action_command_on_anvil(anvil_url, tmp_path):
     cli("withdraw-bond", *on, "--provider-id", pid2, "--from", heir)
     assert client.provider(bytes.fromhex(pid2[2:])).bond == 0
     assert client.w3.eth.get_balance(heir) > before
+
+
+def test_submit_refuses_a_version_1_bundle_under_an_account_its_proofs_are_not_bound_to(
+        anvil_url, tmp_path):
+    """A version-1 bundle's proofs are bound to its own subject; under another account the
+    contract would find every leaf invalid and slash the bond. Refused, nothing submitted."""
+    from tests.contracts.helpers import epoch_bundle, make_epoch
+
+    operator, payer = ChainClient.connect(anvil_url).w3.eth.accounts[:2]
+    deployed = cli("deploy", "--rpc-url", anvil_url)
+    on = ["--rpc-url", anvil_url, "--contract", deployed["settlement"]]
+    client = ChainClient.connect(anvil_url, settlement=deployed["settlement"])
+    key = SigningKey(b"every action test version-1 key!")
+    pid = cli("register", *on, "--unit-price", "1000", "--signing-key",
+              bytes(key.verify_key).hex(), "--from", operator)["provider_id"]
+    aid = cli("open-account", *on, "--provider-id", pid, "--from", payer)["account_id"]
+    cli("deposit", *on, "--account-id", aid, "--amount", str(10**18), "--from", payer)
+    path = tmp_path / "v1.json"
+    elsewhere = epoch_bundle(client, make_epoch(client, b"\x33" * 32, 1, [5, 7]), key)
+    assert elsewhere.account_id is None and elsewhere.subject == b"\x33" * 32
+    path.write_text(json.dumps(elsewhere.to_json()))
+    refused = cli("submit", *on, "--bundle", str(path), "--account-id", aid, expect=2)
+    assert "proofs are bound to 0x" + "33" * 32 in refused["error"]
+    assert client.epoch(bytes.fromhex(aid[2:]), 1).status.name == "NONE"
+    # bound to the account it is submitted to, a version-1 bundle is accepted
+    bound = epoch_bundle(client, make_epoch(client, bytes.fromhex(aid[2:]), 1, [5, 7]), key)
+    path.write_text(json.dumps(bound.to_json()))
+    accepted = cli("submit", *on, "--bundle", str(path), "--account-id", aid)
+    assert accepted["epoch"]["status"] == "pending"

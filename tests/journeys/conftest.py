@@ -42,6 +42,9 @@ class EpochFiles:
     receipts: Path
     texts: Path
     one_receipt: Path
+    payer_key: Path  # the payer's X25519 secret key (0600)
+    statement: Path  # the account's sealed payer statement
+    users: Path  # the payer's list of its users
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +60,9 @@ def epoch_files(tmp_path_factory) -> EpochFiles:
                            rate_card_hash=meter.rate_card_hash, epoch_seconds=60,
                            operator=OPERATOR))
     secret = tmp / "alice.key"
-    enroll(ledger.engine, ledger.provider_id, ["alice", "bob"])
+    payer_key = tmp / "payer.key"
+    account_id = enroll(ledger.engine, ledger.provider_id, ["alice", "bob"],
+                        payer_key=new_user_key(payer_key))
     store.register_user_key("alice", new_user_key(secret))
     texts = []
     for i in range(4):
@@ -74,7 +79,10 @@ def epoch_files(tmp_path_factory) -> EpochFiles:
     files = EpochFiles(
         provider_key=bytes(key.verify_key).hex(), bundle=tmp / "bundle.json",
         openings=tmp / "openings.json", secret_key=secret, receipts=tmp / "receipts.json",
-        texts=tmp / "texts.json", one_receipt=tmp / "receipt.json")
+        texts=tmp / "texts.json", one_receipt=tmp / "receipt.json", payer_key=payer_key,
+        statement=tmp / "statement.bin", users=tmp / "users.txt")
+    files.statement.write_bytes(store.statement(epoch_id, account_id) or b"")
+    files.users.write_text("alice\nbob\n")
     files.bundle.write_bytes(store.bundle_json(epoch_id))
     files.openings.write_text(json.dumps(
         {"0x" + leaf.tag.hex(): "0x" + store.sealed_opening(epoch_id, leaf.tag).hex()
@@ -95,14 +103,20 @@ def anvil():
 
 
 def chain_bundle(*, chain_id: int, contract: str, epoch_id: int, totals: dict[str, int],
-                 signing_key: SigningKey):
-    """A real closed epoch's bundle bound to ``contract`` (prover.epoch.close)."""
+                 signing_key: SigningKey, operator: str, payer: str):
+    """A real closed epoch's bundle bound to ``contract`` and to the ETH billing account of
+    ``payer`` with the provider that ``operator`` registered (prover.epoch.close)."""
     from circuits.transcript import RangeProofContext
     from prover.epoch.close import EpochInputs, MemoryLeafStore, close_epoch
+    from verifier.account import AccountBlock
 
+    account = AccountBlock(operator=bytes.fromhex(operator[2:]), payer=bytes.fromhex(payer[2:]),
+                           asset=bytes(20))
     ctx = RangeProofContext(chain_id=chain_id, contract=bytes.fromhex(contract[2:]),
-                            provider_id=bytes(signing_key.verify_key), epoch_id=epoch_id)
+                            provider_id=account.account_id(bytes(signing_key.verify_key)),
+                            epoch_id=epoch_id)
     inputs = EpochInputs(ctx=ctx, window_start=1_700_000_000, window_end=1_700_003_600,
-                         rate_card_hash=bytes(32), bit_size=32, totals=totals, min_leaves=4)
+                         rate_card_hash=bytes(32), bit_size=32, totals=totals, min_leaves=4,
+                         account=account)
     return close_epoch(inputs, secret=b"journey test master secret, 32+ bytes",
                        signing_key=signing_key, store=MemoryLeafStore()).bundle

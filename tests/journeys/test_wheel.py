@@ -2,12 +2,12 @@
 
 Builds the wheel from a copy of the checkout, installs it into one fresh virtual environment
 in three steps (base, then ``[chain]``, then ``[server]``), and after each step runs the
-commands that install must serve, as real subprocesses: the base install runs every verifier
-command (bundle, audit, me, receipt) and names the missing extra for the others; ``[chain]``
-deploys from the packaged artifacts on anvil and checks a bundle against the chain; ``[server]``
-starts up far enough to refuse the unset contract. The settler's commands run from
-``zkmeter-verify`` with only ``[chain]``. Each step's size (packages, MB) is printed
-(run with ``-s`` to see it).
+commands that install must serve, as real subprocesses: the base install runs the verifier
+commands (bundle, audit, payer, me, receipt) and names the missing extra for the others;
+``[chain]`` deploys from the packaged artifacts on anvil and checks a bundle against the
+chain; ``[server]`` starts up far enough to refuse the unset contract. The settler's commands
+(finalize, challenge, demand, resolve, withdraw, chain-status) run from ``zkmeter-verify``
+with only ``[chain]``. Each step's size (packages, MB) is printed (run with ``-s`` to see it).
 """
 
 import json
@@ -102,6 +102,10 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
                          f.secret_key, "--receipts", f.receipts, "--texts", f.texts,
                          "--bundle", f.bundle, "--user-id", "alice", "--json").stdout)
     assert out["ok"] and out["committed_units"] == out["receipted_units"] > 0
+    out = json.loads(cli("zkmeter-verify", "payer", "--bundle", f.bundle, "--statement",
+                         f.statement, "--secret-key", f.payer_key, "--users", f.users,
+                         "--receipts", f.receipts, "--json").stdout)
+    assert out["ok"] and out["not_checked"] == ["range_proofs", "chain"], out
     for receipts in (f.one_receipt, f.receipts):
         out = json.loads(cli("zkmeter-verify", "receipt", receipts, "--provider-key",
                              f.provider_key, "--json").stdout)
@@ -114,6 +118,11 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
                         (("zkmeter", "chain", "deploy"), "chain"),
                         (("zkmeter-verify", "finalize", "--contract", "0x" + "11" * 20,
                           "--account-id", "0x" + "22" * 32, "--epoch", "1"), "chain"),
+                        (("zkmeter-verify", "challenge", "--contract", "0x" + "11" * 20,
+                          "--bundle", f.bundle, "--leaf", "0"), "chain"),
+                        (("zkmeter", "gateway", "--upstream", "http://127.0.0.1:9/v1"),
+                         "server"),
+                        (("zkmeter", "keys", "caller-key", "alice"), "server"),
                         (("zkmeter", "serve"), "server"),
                         (("zkmeter", "epoch", "close"), "server")]:
         proc = cli(*args, expect=2)
@@ -137,7 +146,7 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     assert checks["chain_context"]["ok"] is False
     # every settler command (and what a provider and payer need first), from this install
     contract = ["--rpc-url", anvil, "--contract", deployed["settlement"]]
-    _, payer, settler = rpc(anvil, "eth_accounts")[:3]
+    operator, payer, settler = rpc(anvil, "eth_accounts")[:3]
     key = SigningKey(b"journey wheel test provider key!")
     pid = json.loads(cli("zkmeter", "chain", "register", *contract, "--unit-price", "1000",
                          "--signing-key", bytes(key.verify_key).hex(),
@@ -147,7 +156,8 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     cli("zkmeter", "chain", "deposit", *contract, "--account-id", aid, "--amount", str(10**18),
         "--from", payer)
     bundle = chain_bundle(chain_id=31337, contract=deployed["settlement"], epoch_id=1,
-                          totals={"alice": 1_200, "bob": 34_000}, signing_key=key)
+                          totals={"alice": 1_200, "bob": 34_000}, signing_key=key,
+                          operator=operator, payer=payer)
     path = work / "bundle.json"
     path.write_text(bundle.dumps())
     cli("zkmeter", "chain", "submit", *contract, "--bundle", path, "--account-id", aid)
@@ -155,6 +165,10 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     # the settler's side from zkmeter-verify (the same commands as zkmeter chain's)
     early = cli("zkmeter-verify", "finalize", *settle, expect=1)
     assert "cannot be finalized yet" in early.stderr and " UTC (in " in early.stderr
+    valid = json.loads(cli("zkmeter-verify", "challenge", *contract, "--bundle", path,
+                           "--leaf", "0", "--account-id", aid, "--from", settler, "--json",
+                           expect=1).stdout)
+    assert valid["contract_error"] == "RangeProofValid"  # an honest leaf is not slashable
     cli("zkmeter-verify", "demand", *settle, "--leaf", "1")
     cli("zkmeter", "chain", "answer", *contract, "--bundle", path, "--leaf", "1",
         "--account-id", aid)
@@ -171,6 +185,23 @@ def test_the_wheel_installs_each_role_with_its_extra(wheel, tmp_path, epoch_file
     status = json.loads(cli("zkmeter-verify", "chain-status", *contract, "--provider-id", pid,
                             "--account-id", aid, "--json").stdout)
     assert status["provider"]["earnings_eth"] == 35_200 * 1000
+    # the next epoch's demanded data is withheld: resolved after the deadline, the settler
+    # withdraws its demand bond and its share of the slashed bond
+    bundle = chain_bundle(chain_id=31337, contract=deployed["settlement"], epoch_id=2,
+                          totals={"alice": 5, "bob": 7}, signing_key=key,
+                          operator=operator, payer=payer)
+    path.write_text(bundle.dumps())
+    cli("zkmeter", "chain", "submit", *contract, "--bundle", path, "--account-id", aid)
+    settle = [*contract, "--account-id", aid, "--epoch", "2", "--from", settler]
+    cli("zkmeter-verify", "demand", *settle, "--leaf", "0")
+    rpc(anvil, "evm_increaseTime", [3_700])
+    rpc(anvil, "evm_mine")
+    resolved = json.loads(cli("zkmeter-verify", "resolve", *settle, "--leaf", "0",
+                              "--json").stdout)
+    assert resolved["epoch"]["status"] == "rejected"
+    share = json.loads(cli("zkmeter-verify", "withdraw", *contract, "--from", settler,
+                           "--json").stdout)
+    assert share["withdrawn"] > 10**16  # more than the demand bond back
 
     # --- [server]: the operator's server starts up and refuses the unset contract ------
     install(f"{wheel}[server]")

@@ -386,13 +386,15 @@ class Meter:
                             fingerprint=fingerprint, user_id=request.user_id, units=units,
                             payload=sealing)
 
-    def _seal(self, item: PendingEvent, position: ChainPosition) -> Receipt:
+    def _seal(self, item: PendingEvent, position: ChainPosition) -> tuple[Receipt, bytes]:
+        """The signed receipt of ``item`` at ``position`` and its wire bytes (signed bytes
+        computed once: they are signed, then stored)."""
         s: _Sealing = item.payload
         total = position.total_before + item.units
         if total >= self.limit:
             raise UnitsOverflowError(
                 f"the user's epoch total would reach 2^{self.bit_size}; event refused")
-        fields = dict(
+        receipt = Receipt(
             provider_id=self.provider_id, epoch_id=position.epoch.id, user_id=item.user_id,
             seq=position.seq, prev_hash=position.prev_hash,
             idempotency_key_digest=s.receipt_key_digest, model=s.model, encoding=s.encoding,
@@ -401,6 +403,6 @@ class Meter:
             units=item.units, total_units=total, rate_card_hash=self.rate_card_hash,
             salt=s.salt, prompt_digest=s.prompt_digest, completion_digest=s.completion_digest,
             timestamp_ms=position.timestamp_ms, flags=s.flags)
-        receipt = Receipt(**fields)  # type: ignore[arg-type]
-        signature = crypto_sign(receipt.signed_bytes(), self._secret64)[:64]
-        return with_signature(receipt, signature)
+        body = receipt.signed_bytes()
+        signature = crypto_sign(body, self._secret64)[:64]
+        return with_signature(receipt, signature), body + signature

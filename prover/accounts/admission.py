@@ -46,10 +46,18 @@ from prover.errors import (
     PrepaidLimitError,
     UnknownUserError,
 )
-from prover.ledger.schema import ACCOUNT_OPEN, account_epochs, account_users, accounts
+from prover.ledger.schema import (
+    ACCOUNT_OPEN,
+    account_epochs,
+    accounts,
+    sqlite_in,
+)
 
 MAX_LEAVES = 1024  # the contract's MAX_LEAVES: leaves of one account's epoch
 _KNOWN_USERS = 200_000  # user -> account entries prefetch remembers
+_PG_USER_ACCOUNTS = ("SELECT user_id, account_id FROM account_users "
+                     "WHERE user_id = ANY(%(users)s::text[])")
+_SQLITE_USER_ACCOUNTS = "SELECT user_id, account_id FROM account_users WHERE user_id IN ({names})"
 
 
 @dataclass(slots=True)
@@ -199,11 +207,16 @@ class AccountGate:
               users: Sequence[str]) -> "BatchAdmission":
         """Look the batch's users up (module docstring, step 1); no lock yet."""
         user_accounts: dict[str, bytes] = {}
-        for start in range(0, len(users), 500):
-            chunk = list(users[start:start + 500])
-            for row in conn.execute(select(account_users.c.user_id, account_users.c.account_id)
-                                    .where(account_users.c.user_id.in_(chunk))):
-                user_accounts[row.user_id] = bytes(row.account_id)
+        if conn.dialect.name == "postgresql":  # one array parameter, one plan
+            rows = conn.exec_driver_sql(_PG_USER_ACCOUNTS, {"users": list(users)}).all()
+        else:
+            rows = []
+            for start in range(0, len(users), 500):
+                names, values = sqlite_in(users[start:start + 500])
+                rows += conn.exec_driver_sql(_SQLITE_USER_ACCOUNTS.format(names=names),
+                                             values).all()
+        for user_id, account_id in rows:
+            user_accounts[user_id] = bytes(account_id)
         if len(self._user_accounts) > _KNOWN_USERS:
             self._user_accounts.clear()
         self._user_accounts.update(user_accounts)

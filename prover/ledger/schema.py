@@ -4,6 +4,9 @@ No column holds prompt or completion text: events keep counts, digests and the s
 whose text digests are salted and whose salt travels only to the user.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -199,3 +202,15 @@ epoch_openings = Table(
 
 TABLES = (epochs, user_states, events, user_keys, epoch_closes, epoch_leaves, epoch_openings,
           accounts, account_users, account_epochs, account_bundles)
+
+
+def sqlite_in(values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """An SQLite IN list of named parameters for ``values``: the names (``:v0, :v1, ...``,
+    from the count alone) and their values; the statement text never holds a value."""
+    names = _IN_NAMES.get(len(values))
+    if names is None:
+        names = _IN_NAMES[len(values)] = ", ".join(f":v{i}" for i in range(len(values)))
+    return names, {f"v{i}": value for i, value in enumerate(values)}
+
+
+_IN_NAMES: dict[int, str] = {}

@@ -67,6 +67,7 @@ from prover.ledger.schema import (
     EPOCH_OPEN,
     epochs,
     events,
+    sqlite_in,
     user_states,
 )
 from verifier.receipts import ZERO32, Receipt, decode_receipt
@@ -122,7 +123,8 @@ class Stored:
 
 
 T = TypeVar("T")
-Sealer = Callable[[PendingEvent, ChainPosition], Receipt]
+# Builds and signs the receipt of an event at a position: the receipt and its wire bytes.
+Sealer = Callable[[PendingEvent, ChainPosition], tuple[Receipt, bytes]]
 Outcome = Stored | MeteringError
 
 
@@ -394,8 +396,9 @@ class Ledger:
                bit_size: int, epoch_seconds: int) -> list[Outcome]:
         """Store a batch atomically; one outcome per item, in order (module docstring).
 
-        ``seal`` builds and signs the receipt for a position; a MeteringError it raises is
-        that item's outcome and nothing is stored for it."""
+        ``seal`` builds and signs the receipt for a position and returns it with its wire
+        bytes; a MeteringError it raises is that item's outcome and nothing is stored for
+        it."""
         if not items:
             return []
         if len(items) > MAX_BATCH:
@@ -420,14 +423,14 @@ class Ledger:
             # locked
             conn.exec_driver_sql(_PG_ENSURE_STATES, {"epoch": epoch.id, "zero": ZERO32,
                                                      "users": users})
+        if self._postgres:
+            rows = conn.exec_driver_sql(_PG_LOCK_STATES, {"epoch": epoch.id, "users": users})
+        else:
+            names, values = sqlite_in(users)
+            rows = conn.exec_driver_sql(_SQLITE_STATES.format(names=names),
+                                        {"epoch": epoch.id, **values})
         state: dict[str, list[Any]] = {
-            row.user_id: [row.seq, row.total_units, bytes(row.last_hash)]
-            for row in conn.execute(
-                select(user_states.c.user_id, user_states.c.seq, user_states.c.total_units,
-                       user_states.c.last_hash)
-                .where(user_states.c.epoch_id == epoch.id, user_states.c.user_id.in_(users))
-                .order_by(user_states.c.user_id).with_for_update())
-        }
+            user: [seq, total, bytes(last_hash)] for user, seq, total, last_hash in rows}
         # SQLite: BEGIN IMMEDIATE already excludes every other writer; rows of new users are
         # inserted at the end, and only if they got an event.
         new_users = {u for u in users if u not in state}
@@ -439,17 +442,16 @@ class Ledger:
             found = conn.exec_driver_sql(_PG_FIND_KEYS, {"provider": self.provider_id,
                                                          "keys": keys}).all()
         else:
-            found = conn.execute(
-                select(events.c.key_digest, events.c.fingerprint, events.c.receipt)
-                .where(events.c.provider_id == self.provider_id,
-                       events.c.key_digest.in_(keys))).all()
+            names, values = sqlite_in(keys)
+            found = conn.exec_driver_sql(_SQLITE_FIND_KEYS.format(names=names),
+                                         {"provider": self.provider_id, **values}).all()
         seen: dict[bytes, tuple[bytes, Receipt]] = {
             bytes(key): (bytes(fingerprint), decode_receipt(bytes(receipt)))
             for key, fingerprint, receipt in found
         }
         now = max(self._clock_ms(), epoch.window_start_ms)
         outcomes: list[Outcome] = []
-        new_rows: list[dict[str, Any]] = []
+        new_rows: list[tuple[Any, ...]] = []
         touched: set[str] = set()
         for item in items:
             earlier = seen.get(item.key_digest)
@@ -468,7 +470,7 @@ class Ledger:
             position = ChainPosition(epoch=epoch, seq=seq + 1, prev_hash=last_hash,
                                      total_before=total, timestamp_ms=now)
             try:
-                receipt = seal(item, position)
+                receipt, wire = seal(item, position)
             except MeteringError as exc:
                 outcomes.append(exc)
                 continue
@@ -478,35 +480,28 @@ class Ledger:
                 continue
             if receipt.total_units > LEDGER_MAX_UNITS:
                 raise LedgerError("running total beyond the ledger's 63-bit columns")
-            wire = receipt.to_bytes()
             digest = keccak256(wire)
             state[item.user_id] = [receipt.seq, receipt.total_units, digest]
             touched.add(item.user_id)
             seen[item.key_digest] = (item.fingerprint, receipt)
-            new_rows.append({
-                "provider_id": self.provider_id, "key_digest": item.key_digest,
-                "fingerprint": item.fingerprint, "epoch_id": epoch.id,
-                "user_id": item.user_id, "seq": receipt.seq, "model": receipt.model,
-                "encoding": receipt.encoding, "input_tokens": receipt.input_tokens,
-                "output_tokens": receipt.output_tokens,
-                "cached_input_tokens": receipt.cached_input_tokens,
-                "reasoning_tokens": receipt.reasoning_tokens, "units": receipt.units,
-                "total_units": receipt.total_units, "receipt_hash": digest,
-                "receipt": wire, "created_ms": receipt.timestamp_ms,
-            })
+            new_rows.append((  # in _EVENT_COLUMNS order
+                self.provider_id, item.key_digest, item.fingerprint, epoch.id, item.user_id,
+                receipt.seq, receipt.model, receipt.encoding, receipt.input_tokens,
+                receipt.output_tokens, receipt.cached_input_tokens, receipt.reasoning_tokens,
+                receipt.units, receipt.total_units, digest, wire, receipt.timestamp_ms))
             outcomes.append(Stored(receipt, replayed=False))
         if new_rows:
             changed = sorted(touched)
             if self._postgres:  # one statement each, over arrays (no per-row round trips)
-                conn.exec_driver_sql(_PG_INSERT_EVENTS, {
-                    name: [row[name] for row in new_rows] for name in _EVENT_COLUMNS})
+                conn.exec_driver_sql(_PG_INSERT_EVENTS, dict(zip(
+                    _EVENT_COLUMNS, map(list, zip(*new_rows, strict=True)), strict=True)))
                 conn.exec_driver_sql(_PG_UPDATE_STATES, {
                     "epoch": epoch.id, "users": changed,
                     "seqs": [state[u][0] for u in changed],
                     "totals": [state[u][1] for u in changed],
                     "hashes": [state[u][2] for u in changed]})
             else:
-                _executemany(conn, _INSERT_EVENT, new_rows)
+                conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, new_rows)
                 _executemany(conn, _INSERT_STATE, [
                     {"epoch_id": epoch.id, "user_id": u, "seq": state[u][0],
                      "total_units": state[u][1], "last_hash": state[u][2]}
@@ -552,8 +547,19 @@ _PG_TYPES = {"provider_id": "bytea", "key_digest": "bytea", "fingerprint": "byte
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
     + ", ".join(f"%({c})s::{_PG_TYPES.get(c, 'bigint')}[]" for c in _EVENT_COLUMNS) + ")")
+_SQLITE_INSERT_EVENTS = (  # column names are the table's own constants
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})")
 _PG_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
                  "WHERE provider_id = %(provider)s::bytea AND key_digest = ANY(%(keys)s::bytea[])")
+_PG_LOCK_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states "
+                   "WHERE epoch_id = %(epoch)s::bigint AND user_id = ANY(%(users)s::text[]) "
+                   "ORDER BY user_id FOR UPDATE")
+# SQLite: named parameters, the IN list from sqlite_in (names made from a count, no input).
+_SQLITE_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states "
+                  "WHERE epoch_id = :epoch AND user_id IN ({names}) ORDER BY user_id")
+_SQLITE_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
+                     "WHERE provider_id = :provider AND key_digest IN ({names})")
 _PG_ENSURE_STATES = (
     "INSERT INTO user_states (epoch_id, user_id, seq, total_units, last_hash) "
     "SELECT %(epoch)s::bigint, u, 0, 0, %(zero)s::bytea FROM unnest(%(users)s::text[]) AS u "
@@ -565,8 +571,6 @@ _PG_UPDATE_STATES = (
     "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
 _INSERT_STATE = insert(user_states).values({c.name: bindparam(c.name)
                                             for c in user_states.columns})
-_INSERT_EVENT = insert(events).values({c.name: bindparam(c.name)
-                                       for c in events.columns if c.name != "id"})
 _UPDATE_STATE = (update(user_states)
                  .where(user_states.c.epoch_id == bindparam("b_epoch"),
                         user_states.c.user_id == bindparam("b_user"))

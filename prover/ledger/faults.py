@@ -185,8 +185,10 @@ def with_retries(fn: Callable[[], T], *, seconds: float,
             return fn()
         except SQLAlchemyError as exc:
             elapsed = time.monotonic() - started
-            if is_transient(exc) and elapsed + backoff <= seconds:
-                sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
+            remaining = seconds - elapsed
+            if is_transient(exc) and remaining > 0:  # the last pause ends at the budget
+                jittered = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - not secrets
+                sleep(min(jittered, remaining))
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             tried = (f" (gave up after {attempt} attempts in {elapsed:.1f} s)"

@@ -8,6 +8,7 @@ URLs without their password.
 """
 
 import errno
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,16 @@ def check_binds(settings: "Settings") -> None:
                 check_bind(ENV_PREFIX + field.upper(), value)
 
 
+def _no_limits() -> str:
+    """The start-up line of a meter without prepaid limits; it says so when only the chain
+    commands' node URL is set (an operator who set one may expect both)."""
+    line = "prepaid limits: none (ZKMETER_RPC_URL unset)"
+    if os.environ.get("ZKMETER_CHAIN_RPC_URL"):
+        line += ("; ZKMETER_CHAIN_RPC_URL is set but only the chain commands read it: set "
+                 "ZKMETER_RPC_URL to the same node to enforce each account's escrow")
+    return line
+
+
 def startup_lines(settings: "Settings", provider_id: bytes) -> list[str]:
     """What ``zkmeter serve`` logs before it binds: who, where it settles, where it stores,
     where it listens."""
@@ -127,7 +138,7 @@ def startup_lines(settings: "Settings", provider_id: bytes) -> list[str]:
         f"provider id {provider_id.hex()}",
         f"settles on chain {settings.chain_id}, contract {settings.contract_address}",
         f"database {redact_url(settings.database_url.get_secret_value())}",
-        "prepaid limits: none (ZKMETER_RPC_URL unset)" if settings.rpc_url is None else
+        _no_limits() if settings.rpc_url is None else
         f"prepaid limits: each account's escrow in contract {settings.contract_address}, "
         f"read from ZKMETER_RPC_URL (cached {settings.escrow_ttl_seconds:g} s, events every "
         f"{settings.escrow_poll_seconds:g} s, headroom {settings.escrow_headroom_units} units)",

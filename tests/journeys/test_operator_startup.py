@@ -155,3 +155,20 @@ def test_serve_refuses_a_port_in_use_in_one_line(env):
     assert proc.returncode == 2
     line = one_line(proc.stderr)
     assert f"ZKMETER_GRPC_BIND 127.0.0.1:{port}: address already in use" in line
+
+
+def test_serve_says_when_only_the_chain_commands_node_is_set(monkeypatch):
+    from prover.config import Settings
+    from prover.startup import startup_lines
+
+    monkeypatch.delenv("ZKMETER_RPC_URL", raising=False)
+    monkeypatch.delenv("ZKMETER_CHAIN_RPC_URL", raising=False)
+    quiet = [line for line in startup_lines(Settings(), bytes(32)) if "prepaid" in line]
+    assert quiet == ["prepaid limits: none (ZKMETER_RPC_URL unset)"]
+    monkeypatch.setenv("ZKMETER_CHAIN_RPC_URL", "http://127.0.0.1:8545")
+    (line,) = [line for line in startup_lines(Settings(), bytes(32)) if "prepaid" in line]
+    assert "ZKMETER_CHAIN_RPC_URL is set but only the chain commands read it" in line
+    assert "8545" not in line  # a node URL may carry an API key: never logged
+    monkeypatch.setenv("ZKMETER_RPC_URL", "http://127.0.0.1:8545")
+    (line,) = [line for line in startup_lines(Settings(), bytes(32)) if "prepaid" in line]
+    assert line.startswith("prepaid limits: each account's escrow")

@@ -128,6 +128,13 @@ def test_full_queue_pushes_back_with_503(stack):
     assert len(receipts_of(stack, "erin")) == QUEUE_MAX + 1
 
 
+def reporter_on(stack, path: Path) -> tuple[GatewayStore, Reporter]:
+    """A gateway queue at ``path`` and a reporter to the stack's serve (fast retries)."""
+    store = GatewayStore(path)
+    return store, Reporter(store, target=f"127.0.0.1:{stack.grpc_port}", api_key=stack.api_key,
+                           timeout=5, retry_seconds=0.1, queue_max=10)
+
+
 def test_a_retried_report_never_bills_twice(stack, tmp_path):
     """The first attempt lands but its answer is lost (the row is queued again): the retry
     gets ALREADY_EXISTS (text vs counts) or the replay, and the original receipt, once."""
@@ -137,9 +144,7 @@ def test_a_retried_report_never_bills_twice(stack, tmp_path):
     counts = counter.chat("gpt-4o", messages, completion)
 
     async def run() -> list:
-        store = GatewayStore(tmp_path / "queue.sqlite")
-        reporter = Reporter(store, target=f"127.0.0.1:{stack.grpc_port}",
-                            api_key=stack.api_key, timeout=5, retry_seconds=0.1, queue_max=10)
+        store, reporter = reporter_on(stack, tmp_path / "queue.sqlite")
         try:
             text_report = Report("retry-text", "fay", "gpt-4o", counts.input_tokens,
                                  counts.output_tokens, 0, 0)
@@ -177,9 +182,7 @@ def test_the_retry_loop_leaves_a_first_attempt_to_come_alone(stack, tmp_path):
     counts = counter.chat("gpt-4o", messages, completion)
 
     async def run() -> tuple:
-        store = GatewayStore(tmp_path / "window.sqlite")
-        reporter = Reporter(store, target=f"127.0.0.1:{stack.grpc_port}",
-                            api_key=stack.api_key, timeout=5, retry_seconds=0.1, queue_max=10)
+        store, reporter = reporter_on(stack, tmp_path / "window.sqlite")
         loop = asyncio.create_task(reporter.run())
         try:
             later = Report("window-later", "gus", "gpt-4o", counts.input_tokens,

@@ -207,10 +207,5 @@ TABLES = (epochs, user_states, events, user_keys, epoch_closes, epoch_leaves, ep
 def sqlite_in(values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """An SQLite IN list of named parameters for ``values``: the names (``:v0, :v1, ...``,
     from the count alone) and their values; the statement text never holds a value."""
-    names = _IN_NAMES.get(len(values))
-    if names is None:
-        names = _IN_NAMES[len(values)] = ", ".join(f":v{i}" for i in range(len(values)))
-    return names, {f"v{i}": value for i, value in enumerate(values)}
-
-
-_IN_NAMES: dict[int, str] = {}
+    return (", ".join(f":v{i}" for i in range(len(values))),
+            {f"v{i}": value for i, value in enumerate(values)})

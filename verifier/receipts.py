@@ -23,7 +23,7 @@ are reported numbers on their own fields, never part of ``input`` or ``output``.
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -426,6 +426,22 @@ def sign_receipt(receipt: Receipt, signing_key: SigningKey) -> Receipt:
         raise ReceiptError("the signing key is not the receipt's provider id")
     signature = signing_key.sign(receipt.signed_bytes()).signature
     return with_signature(receipt, signature)
+
+
+def new_signed_receipt(sign: Callable[[bytes], bytes], **fields: Any) -> tuple[Receipt, bytes]:
+    """A new receipt of ``fields`` (validated as any), signed by ``sign`` over its canonical
+    bytes: the receipt and its wire bytes (canonical ‖ signature), each built once. The
+    signature is the last field set, before the receipt leaves this function (the ingest
+    hot path: no copy of a receipt nobody else holds yet)."""
+    if "signature" in fields:
+        raise ReceiptError("a new receipt is signed here, not given a signature")
+    receipt = Receipt(**fields)
+    body = receipt.signed_bytes()
+    signature = sign(body)
+    if type(signature) is not bytes or len(signature) != SIGNATURE_BYTES:
+        raise ReceiptFormatError("signature must be 64 bytes")
+    object.__setattr__(receipt, "signature", signature)
+    return receipt, body + signature
 
 
 def with_signature(receipt: Receipt, signature: bytes) -> Receipt:

@@ -40,7 +40,6 @@ from alembic.config import Config
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
     create_engine,
     event,
     func,
@@ -502,14 +501,14 @@ class Ledger:
                     "hashes": [state[u][2] for u in changed]})
             else:
                 conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, new_rows)
-                _executemany(conn, _INSERT_STATE, [
-                    {"epoch_id": epoch.id, "user_id": u, "seq": state[u][0],
-                     "total_units": state[u][1], "last_hash": state[u][2]}
-                    for u in changed if u in new_users])
-                _executemany(conn, _UPDATE_STATE, [
-                    {"b_epoch": epoch.id, "b_user": u, "b_seq": state[u][0],
-                     "b_total": state[u][1], "b_hash": state[u][2]}
-                    for u in changed if u not in new_users])
+                inserts = [u for u in changed if u in new_users]
+                updates = [u for u in changed if u not in new_users]
+                if inserts:
+                    conn.exec_driver_sql(_SQLITE_INSERT_STATES, [
+                        (epoch.id, u, *state[u]) for u in inserts])
+                if updates:
+                    conn.exec_driver_sql(_SQLITE_UPDATE_STATES, [
+                        (*state[u], epoch.id, u) for u in updates])
         admission.flush(conn)
         return outcomes
 
@@ -569,34 +568,10 @@ _PG_UPDATE_STATES = (
     "FROM unnest(%(users)s::text[], %(seqs)s::bigint[], %(totals)s::bigint[], "
     "%(hashes)s::bytea[]) AS v(user_id, seq, total, hash) "
     "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
-_INSERT_STATE = insert(user_states).values({c.name: bindparam(c.name)
-                                            for c in user_states.columns})
-_UPDATE_STATE = (update(user_states)
-                 .where(user_states.c.epoch_id == bindparam("b_epoch"),
-                        user_states.c.user_id == bindparam("b_user"))
-                 .values(seq=bindparam("b_seq"), total_units=bindparam("b_total"),
-                         last_hash=bindparam("b_hash")))
-_COMPILED: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}
-
-
-def _executemany(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
-    """executemany straight on the driver with the statement compiled once per dialect.
-
-    The hot path of ingest: SQLAlchemy's per-row parameter processing cost more than the
-    database itself. Values are plain ints, str and bytes, which both drivers take as is."""
-    key = (id(statement), conn.dialect.name)
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        c = statement.compile(dialect=conn.dialect)
-        order = tuple(c.positiontup) if c.positional and c.positiontup else None
-        compiled = _COMPILED[key] = (c.string, order)
-    if not rows:
-        return
-    sql, order = compiled
-    if order is None:
-        conn.exec_driver_sql(sql, rows)
-    else:
-        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+_SQLITE_INSERT_STATES = ("INSERT INTO user_states (epoch_id, user_id, seq, total_units, "
+                         "last_hash) VALUES (?, ?, ?, ?, ?)")
+_SQLITE_UPDATE_STATES = ("UPDATE user_states SET seq = ?, total_units = ?, last_hash = ? "
+                         "WHERE epoch_id = ? AND user_id = ?")
 
 
 def _first_line(exc: DBAPIError) -> str:

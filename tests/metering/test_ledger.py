@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 
 from prover.errors import (
+    ConfigError,
     EpochStateError,
     IdempotencyConflictError,
     InvalidRequestError,
@@ -106,6 +107,33 @@ def test_reported_event(make_meter):
     assert not r.counted_from_text and r.encoding == ""
     assert (r.input_tokens, r.cached_input_tokens) == (100, 30)  # hidden counts kept apart
     assert r.units == units(100, 20, cached=30, reasoning=9)
+
+
+def test_batch_salts_are_drawn_once_and_each_event_gets_its_own(make_meter, signing_key):
+    draws = []
+
+    def source(n):
+        draws.append(n)
+        return bytes(random.Random(len(draws)).randbytes(n))
+
+    meter = make_meter(salt_source=source)
+    requests = [texted(f"s{i}", content=f"text {i}") for i in range(5)] + [
+        reported(f"r{i}", "bob") for i in range(3)]
+    outcomes = meter.record_batch(requests)
+    assert draws == [32 * len(requests)]  # one draw for the batch
+    salts = [o.receipt.salt for o in outcomes]
+    assert len(set(salts)) == len(salts) and all(len(s) == 32 for s in salts)
+    for outcome, request in zip(outcomes[:5], requests[:5], strict=True):
+        verify_signature(outcome.receipt, provider_id=bytes(signing_key.verify_key))
+        check_text(outcome.receipt, messages=request.messages, completion=request.completion)
+
+
+@pytest.mark.parametrize("wrong", [lambda n: bytes(n - 1), lambda n: bytearray(n)])
+def test_a_salt_source_of_the_wrong_size_stores_nothing(make_meter, wrong):
+    meter = make_meter(salt_source=wrong)
+    with pytest.raises(ConfigError, match="salt source"):
+        meter.record_batch([reported("w1"), reported("w2", "bob")])
+    assert count_rows(meter, events) == 0
 
 
 def test_chain_per_user_and_totals(make_meter):

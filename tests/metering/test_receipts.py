@@ -21,6 +21,7 @@ from verifier.receipts import (
     completion_digest,
     decode_receipt,
     idempotency_key_digest,
+    new_signed_receipt,
     prompt_bytes,
     prompt_digest,
     receipt_from_json,
@@ -196,6 +197,21 @@ def test_non_bytes_input_is_refused():
 def test_out_of_range_fields_are_refused(over):
     with pytest.raises(ReceiptFormatError):
         replace(make(), **over)
+
+
+def test_a_new_signed_receipt_is_built_validated_and_signed_once():
+    base = {name: getattr(make(), name) for name in RECEIPT_FIELDS if name != "signature"}
+    receipt, wire = new_signed_receipt(lambda body: KEY.sign(body).signature, **base)
+    verify_signature(receipt, provider_id=PID)
+    assert wire == receipt.to_bytes() and decode_receipt(wire) == receipt
+    assert receipt == make()  # the same receipt as signing a built one
+    with pytest.raises(ReceiptFormatError):  # the fields are validated as any receipt's
+        new_signed_receipt(lambda body: KEY.sign(body).signature, **{**base, "seq": 0})
+    for bad in (b"\x00" * 63, bytearray(64), "00" * 64):
+        with pytest.raises(ReceiptFormatError, match="signature"):
+            new_signed_receipt(lambda body, bad=bad: bad, **base)
+    with pytest.raises(ReceiptError, match="signed here"):
+        new_signed_receipt(lambda body: KEY.sign(body).signature, signature=b"", **base)
 
 
 def test_counted_receipt_needs_digests():

@@ -31,6 +31,7 @@ committed units and cannot overshoot. The admitted units and new users are added
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -56,7 +57,7 @@ from prover.ledger.schema import (
 MAX_LEAVES = 1024  # the contract's MAX_LEAVES: leaves of one account's epoch
 _KNOWN_USERS = 200_000  # user -> account entries prefetch remembers
 _PG_USER_ACCOUNTS = ("SELECT user_id, account_id FROM account_users "
-                     "WHERE user_id = ANY(%(users)s::text[])")
+                     "WHERE user_id = ANY(%(users)b::text[])")
 _SQLITE_USER_ACCOUNTS = "SELECT user_id, account_id FROM account_users WHERE user_id IN ({names})"
 
 
@@ -205,14 +206,17 @@ class AccountGate:
 
     def begin(self, conn: Connection, *, epoch_id: int,
               users: Sequence[str]) -> "BatchAdmission":
-        """Look the batch's users up (module docstring, step 1); no lock yet."""
-        user_accounts: dict[str, bytes] = {}
-        if conn.dialect.name == "postgresql":  # one array parameter, one plan
-            rows = conn.exec_driver_sql(_PG_USER_ACCOUNTS, {"users": list(users)}).all()
-        else:
-            rows = []
-            for start in range(0, len(users), 500):
-                names, values = sqlite_in(users[start:start + 500])
+        """Look the batch's users up (module docstring, step 1); no lock yet. Only users
+        not seen before are read: a user never moves to another account."""
+        known = self._user_accounts
+        user_accounts = {u: known[u] for u in users if u in known}
+        unseen = [u for u in users if u not in user_accounts]
+        rows: list[Any] = []
+        if unseen and conn.dialect.name == "postgresql":  # one array parameter, one plan
+            rows = conn.exec_driver_sql(_PG_USER_ACCOUNTS, {"users": unseen}).all()
+        elif unseen:
+            for start in range(0, len(unseen), 500):
+                names, values = sqlite_in(unseen[start:start + 500])
                 rows += conn.exec_driver_sql(_SQLITE_USER_ACCOUNTS.format(names=names),
                                              values).all()
         for user_id, account_id in rows:

@@ -545,14 +545,14 @@ _PG_TYPES = {"provider_id": "bytea", "key_digest": "bytea", "fingerprint": "byte
 # Built from the table's own column names (constants), never from input.
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
-    + ", ".join(f"%({c})s::{_PG_TYPES.get(c, 'bigint')}[]" for c in _EVENT_COLUMNS) + ")")
+    + ", ".join(f"%({c})b::{_PG_TYPES.get(c, 'bigint')}[]" for c in _EVENT_COLUMNS) + ")")
 _SQLITE_INSERT_EVENTS = (  # column names are the table's own constants
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})")
 _PG_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
-                 "WHERE provider_id = %(provider)s::bytea AND key_digest = ANY(%(keys)s::bytea[])")
+                 "WHERE provider_id = %(provider)s::bytea AND key_digest = ANY(%(keys)b::bytea[])")
 _PG_LOCK_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states "
-                   "WHERE epoch_id = %(epoch)s::bigint AND user_id = ANY(%(users)s::text[]) "
+                   "WHERE epoch_id = %(epoch)s::bigint AND user_id = ANY(%(users)b::text[]) "
                    "ORDER BY user_id FOR UPDATE")
 # SQLite: named parameters, the IN list from sqlite_in (names made from a count, no input).
 _SQLITE_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states "
@@ -561,12 +561,12 @@ _SQLITE_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
                      "WHERE provider_id = :provider AND key_digest IN ({names})")
 _PG_ENSURE_STATES = (
     "INSERT INTO user_states (epoch_id, user_id, seq, total_units, last_hash) "
-    "SELECT %(epoch)s::bigint, u, 0, 0, %(zero)s::bytea FROM unnest(%(users)s::text[]) AS u "
+    "SELECT %(epoch)s::bigint, u, 0, 0, %(zero)s::bytea FROM unnest(%(users)b::text[]) AS u "
     "ORDER BY u ON CONFLICT (epoch_id, user_id) DO NOTHING")
 _PG_UPDATE_STATES = (
     "UPDATE user_states AS s SET seq = v.seq, total_units = v.total, last_hash = v.hash "
-    "FROM unnest(%(users)s::text[], %(seqs)s::bigint[], %(totals)s::bigint[], "
-    "%(hashes)s::bytea[]) AS v(user_id, seq, total, hash) "
+    "FROM unnest(%(users)b::text[], %(seqs)b::bigint[], %(totals)b::bigint[], "
+    "%(hashes)b::bytea[]) AS v(user_id, seq, total, hash) "
     "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
 _SQLITE_INSERT_STATES = ("INSERT INTO user_states (epoch_id, user_id, seq, total_units, "
                          "last_hash) VALUES (?, ?, ?, ?, ?)")

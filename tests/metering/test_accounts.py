@@ -5,7 +5,7 @@ overshoot them, and the per-account leaf limit."""
 
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from prover.accounts.admission import AccountGate
 from prover.accounts.escrow import CachedEscrow, EscrowView, FixedEscrow
@@ -97,6 +97,31 @@ def test_a_user_never_moves_account(setup):
             reg.register_user(bad, a)
     with pytest.raises(UnknownUserError):
         reg.register_user("new", bytes(32))  # no such account
+
+
+def test_the_admission_reads_only_users_it_has_not_seen(setup):
+    meter, reg, a, _b = setup
+    looked_up: list[list[str]] = []
+
+    def watch(_conn, _cursor, statement, parameters, _context, _many):
+        if "FROM account_users" in statement and "SELECT user_id, account_id" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            looked_up.append(sorted(v for p in values for v in (p if isinstance(p, list)
+                                                                 else [p])))
+
+    event.listen(meter.ledger.engine, "before_cursor_execute", watch)
+    try:
+        meter.record_batch([reported("k1", "a0"), reported("k2", "a1")])
+        meter.record_batch([reported("k3", "a0"), reported("k4", "a1")])  # both seen
+        reg.register_user("a9", a)
+        out = meter.record_batch([reported("k5", "a9"), reported("k6", "a0"),
+                                  reported("k7", "stranger")])
+    finally:
+        event.remove(meter.ledger.engine, "before_cursor_execute", watch)
+    assert looked_up == [["a0", "a1"], ["a9", "stranger"]]
+    assert isinstance(out[2], UnknownUserError) and not isinstance(out[0], Exception)
+    with pytest.raises(UnknownUserError):  # an unknown user is never remembered as known
+        meter.record(reported("k8", "stranger"))
 
 
 def test_usage_is_counted_per_account_and_epoch(setup):

@@ -213,7 +213,7 @@ class AccountGate:
         unseen = [u for u in users if u not in user_accounts]
         rows: list[Any] = []
         if unseen and conn.dialect.name == "postgresql":  # one array parameter, one plan
-            rows = conn.exec_driver_sql(_PG_USER_ACCOUNTS, {"users": unseen}).all()
+            rows = list(conn.exec_driver_sql(_PG_USER_ACCOUNTS, {"users": unseen}).all())
         elif unseen:
             for start in range(0, len(unseen), 500):
                 names, values = sqlite_in(unseen[start:start + 500])

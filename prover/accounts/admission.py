@@ -33,9 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, bindparam, select
 
 from prover.accounts.escrow import EscrowSource, EscrowView
 from prover.errors import (
@@ -59,6 +57,22 @@ _KNOWN_USERS = 200_000  # user -> account entries prefetch remembers
 _PG_USER_ACCOUNTS = ("SELECT user_id, account_id FROM account_users "
                      "WHERE user_id = ANY(%(users)b::text[])")
 _SQLITE_USER_ACCOUNTS = "SELECT user_id, account_id FROM account_users WHERE user_id IN ({names})"
+# Built once (a statement built per batch cost more than running it: SQLAlchemy makes its
+# cache key, and ``excluded`` an alias with proxies of every column, each time).
+_STATUS = select(accounts.c.account_id, accounts.c.status)
+_STATUS_FOR_SHARE = (_STATUS.where(accounts.c.account_id == bindparam("id"))
+                     .with_for_update(read=True))
+_STATUS_FOR_UPDATE = _STATUS.where(accounts.c.account_id == bindparam("id")).with_for_update()
+_STATUSES = _STATUS.where(accounts.c.account_id.in_(bindparam("ids", expanding=True)))
+_USAGE = (select(account_epochs.c.account_id, account_epochs.c.epoch_id,
+                 account_epochs.c.units, account_epochs.c.users)
+          .where(account_epochs.c.account_id.in_(bindparam("ids", expanding=True)),
+                 account_epochs.c.epoch_id >= bindparam("oldest")))
+_UPSERT_USAGE = ("INSERT INTO account_epochs (account_id, epoch_id, units, users) "
+                 "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (account_id, epoch_id) DO UPDATE SET "
+                 "units = account_epochs.units + excluded.units, "
+                 "users = account_epochs.users + excluded.users")
+_ADD_USAGE = {"postgresql": _UPSERT_USAGE.format(p="%s"), "sqlite": _UPSERT_USAGE.format(p="?")}
 
 
 @dataclass(slots=True)
@@ -134,24 +148,20 @@ class BatchAdmission:
         exclusive = {self.user_accounts[u] for u in first_users if u in self.user_accounts}
         exclusive |= {a for a, v in views.items() if v is not None}
         status: dict[bytes, str] = {}
-        query = select(accounts.c.account_id, accounts.c.status)
         if conn.dialect.name == "postgresql":  # one row at a time, in id order: no deadlock
             for account_id in wanted:
-                row = conn.execute(query.where(accounts.c.account_id == account_id)
-                                   .with_for_update(read=account_id not in exclusive)).first()
+                lock = _STATUS_FOR_UPDATE if account_id in exclusive else _STATUS_FOR_SHARE
+                row = conn.execute(lock, {"id": account_id}).first()
                 if row is not None:
                     status[account_id] = row.status
         else:  # BEGIN IMMEDIATE: this transaction is the only writer
-            status = {bytes(r.account_id): r.status for r in conn.execute(
-                query.where(accounts.c.account_id.in_(wanted)))}
+            status = {bytes(r.account_id): r.status
+                      for r in conn.execute(_STATUSES, {"ids": wanted})}
         epoch_id = self.epoch_id
         oldest = min([epoch_id] + [v.last_epoch_id + 1 for v in views.values()
                                    if v is not None])
         usage: dict[bytes, list[int]] = {a: [0, 0] for a in wanted}
-        for used in conn.execute(select(account_epochs.c.account_id, account_epochs.c.epoch_id,
-                                        account_epochs.c.units, account_epochs.c.users)
-                                 .where(account_epochs.c.account_id.in_(wanted),
-                                        account_epochs.c.epoch_id >= oldest)):
+        for used in conn.execute(_USAGE, {"ids": wanted, "oldest": oldest}):
             account_id = bytes(used.account_id)
             view = views[account_id]
             if used.epoch_id == epoch_id:
@@ -166,18 +176,10 @@ class BatchAdmission:
 
     def flush(self, conn: Connection) -> None:
         """Add the admitted units and users to ``account_epochs``."""
-        rows = [{"account_id": a, "epoch_id": self.epoch_id, "units": x.added_units,
-                 "users": x.added_users}
+        rows = [(a, self.epoch_id, x.added_units, x.added_users)
                 for a, x in sorted(self.accounts.items()) if x.added_units or x.added_users]
-        if not rows:
-            return
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        statement = dialect_insert(account_epochs)
-        statement = statement.on_conflict_do_update(
-            index_elements=["account_id", "epoch_id"],
-            set_={"units": account_epochs.c.units + statement.excluded.units,
-                  "users": account_epochs.c.users + statement.excluded.users})
-        conn.execute(statement, rows)
+        if rows:
+            conn.exec_driver_sql(_ADD_USAGE[conn.dialect.name], rows)
 
 
 class AccountGate:

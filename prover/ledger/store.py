@@ -294,8 +294,7 @@ class Ledger:
 
     def _lock_open_epoch(self, conn: Connection, *, rate_card_hash: bytes, bit_size: int,
                          epoch_seconds: int) -> EpochInfo:
-        row = conn.execute(select(epochs).where(epochs.c.state == EPOCH_OPEN)
-                           .with_for_update(read=True)).first()
+        row = conn.execute(_OPEN_EPOCH_FOR_SHARE).first()
         if row is not None:
             return epoch_from_row(row)
         next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
@@ -568,6 +567,10 @@ _PG_UPDATE_STATES = (
     "FROM unnest(%(users)b::text[], %(seqs)b::bigint[], %(totals)b::bigint[], "
     "%(hashes)b::bytea[]) AS v(user_id, seq, total, hash) "
     "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
+# Built once: the statement of every ingest batch (built per batch, SQLAlchemy also made its
+# cache key each time).
+_OPEN_EPOCH_FOR_SHARE = (select(epochs).where(epochs.c.state == EPOCH_OPEN)
+                         .with_for_update(read=True))
 _SQLITE_INSERT_STATES = ("INSERT INTO user_states (epoch_id, user_id, seq, total_units, "
                          "last_hash) VALUES (?, ?, ?, ?, ?)")
 _SQLITE_UPDATE_STATES = ("UPDATE user_states SET seq = ?, total_units = ?, last_hash = ? "

@@ -115,10 +115,14 @@ class ChainPosition:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """The receipt of an event; ``replayed`` when it was stored by an earlier request."""
+    """The receipt of an event; ``replayed`` when it was stored by an earlier request. With
+    its wire bytes (canonical ‖ signature) and their keccak256 hash, as stored: a transport
+    sends them as they are, without encoding or hashing the receipt again."""
 
     receipt: Receipt
     replayed: bool
+    wire: bytes
+    receipt_hash: bytes
 
 
 T = TypeVar("T")
@@ -443,9 +447,10 @@ class Ledger:
             names, values = sqlite_in(keys)
             found = conn.exec_driver_sql(_SQLITE_FIND_KEYS.format(names=names),
                                          {"provider": self.provider_id, **values}).all()
-        seen: dict[bytes, tuple[bytes, Receipt]] = {
-            bytes(key): (bytes(fingerprint), decode_receipt(bytes(receipt)))
-            for key, fingerprint, receipt in found
+        seen: dict[bytes, tuple[bytes, Receipt, bytes, bytes]] = {
+            bytes(key): (bytes(fingerprint), decode_receipt(bytes(wire)), bytes(wire),
+                         bytes(digest))
+            for key, fingerprint, wire, digest in found
         }
         now = max(self._clock_ms(), epoch.window_start_ms)
         outcomes: list[Outcome] = []
@@ -455,7 +460,8 @@ class Ledger:
             earlier = seen.get(item.key_digest)
             if earlier is not None:
                 if earlier[0] == item.fingerprint:
-                    outcomes.append(Stored(earlier[1], replayed=True))
+                    outcomes.append(Stored(earlier[1], replayed=True, wire=earlier[2],
+                                           receipt_hash=earlier[3]))
                 else:
                     outcomes.append(IdempotencyConflictError(
                         "this idempotency key was already used with a different payload"))
@@ -481,13 +487,13 @@ class Ledger:
             digest = keccak256(wire)
             state[item.user_id] = [receipt.seq, receipt.total_units, digest]
             touched.add(item.user_id)
-            seen[item.key_digest] = (item.fingerprint, receipt)
+            seen[item.key_digest] = (item.fingerprint, receipt, wire, digest)
             new_rows.append((  # in _EVENT_COLUMNS order
                 self.provider_id, item.key_digest, item.fingerprint, epoch.id, item.user_id,
                 receipt.seq, receipt.model, receipt.encoding, receipt.input_tokens,
                 receipt.output_tokens, receipt.cached_input_tokens, receipt.reasoning_tokens,
                 receipt.units, receipt.total_units, digest, wire, receipt.timestamp_ms))
-            outcomes.append(Stored(receipt, replayed=False))
+            outcomes.append(Stored(receipt, replayed=False, wire=wire, receipt_hash=digest))
         if new_rows:
             changed = sorted(touched)
             if self._postgres:  # one statement each, over arrays (no per-row round trips)
@@ -548,7 +554,7 @@ _PG_INSERT_EVENTS = (
 _SQLITE_INSERT_EVENTS = (  # column names are the table's own constants
     f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})")
-_PG_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
+_PG_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt, receipt_hash FROM events "
                  "WHERE provider_id = %(provider)s::bytea AND key_digest = ANY(%(keys)b::bytea[])")
 _PG_LOCK_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states "
                    "WHERE epoch_id = %(epoch)s::bigint AND user_id = ANY(%(users)b::text[]) "
@@ -556,7 +562,7 @@ _PG_LOCK_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states
 # SQLite: named parameters, the IN list from sqlite_in (names made from a count, no input).
 _SQLITE_STATES = ("SELECT user_id, seq, total_units, last_hash FROM user_states "
                   "WHERE epoch_id = :epoch AND user_id IN ({names}) ORDER BY user_id")
-_SQLITE_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt FROM events "
+_SQLITE_FIND_KEYS = ("SELECT key_digest, fingerprint, receipt, receipt_hash FROM events "
                      "WHERE provider_id = :provider AND key_digest IN ({names})")
 _PG_ENSURE_STATES = (
     "INSERT INTO user_states (epoch_id, user_id, seq, total_units, last_hash) "

@@ -136,6 +136,17 @@ def test_a_salt_source_of_the_wrong_size_stores_nothing(make_meter, wrong):
     assert count_rows(meter, events) == 0
 
 
+def test_stored_carries_the_receipts_wire_bytes_and_hash(make_meter):
+    meter = make_meter()
+    first = meter.record_batch([texted("w1"), reported("w2", "bob"), reported("w2", "bob")])
+    again = meter.record_batch([reported("w2", "bob"), texted("w1")])  # replays, from rows
+    for stored in (*first, *again):
+        assert stored.wire == stored.receipt.to_bytes()
+        assert stored.receipt_hash == stored.receipt.hash()
+    assert [s.replayed for s in first + again] == [False, False, True, True, True]
+    assert again[1].wire == first[0].wire
+
+
 def test_chain_per_user_and_totals(make_meter):
     meter = make_meter()
     for i in range(5):

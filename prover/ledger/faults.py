@@ -123,12 +123,22 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(orig, psycopg.Error):
         code = orig.sqlstate
         if code is None:  # raised client-side: refused, lost, timed out
+            if _login_refused(str(orig)):  # no such database or role: retrying cannot help
+                return False
             return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
         return code[:2] in _PG_TRANSIENT_CLASSES or code in _PG_TRANSIENT_CODES
     if isinstance(orig, sqlite3.OperationalError):
         text = str(orig).lower()
         return any(marker in text for marker in _SQLITE_TRANSIENT)
     return False
+
+
+# libpq's words for a login the server refuses for good (the error carries no SQLSTATE)
+_PG_LOGIN_REFUSED = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+
+
+def _login_refused(message: str) -> bool:
+    return any(marker in message for marker in _PG_LOGIN_REFUSED)
 
 
 def describe(exc: BaseException) -> str:
@@ -151,6 +161,10 @@ def describe(exc: BaseException) -> str:
             return "conflicting transactions kept colliding"
         if "no answer from the database" in text:
             return text.split("\n", 1)[0]
+        if not code and _login_refused(text):
+            if "database" in text and "does not exist" in text:
+                return "the database does not exist"
+            return "the server refused the login (unknown role or wrong password)"
         if code.startswith("08") or not code:
             if "refused" in text:
                 return "the connection was refused"

@@ -59,6 +59,10 @@ def one_line(stderr: str) -> str:
     ({"ZKMETER_DATABASE_URL": "postgresql+psycopg://zk:hunter2@127.0.0.1:1/zk"},
      "cannot open the database postgresql+psycopg://zk:***@127.0.0.1:1/zk"),
     ({"ZKMETER_DATABASE_URL": "no url hunter2"}, "ZKMETER_DATABASE_URL is not a database URL"),
+    ({"ZKMETER_DATABASE_URL": "postgresql+psycopg://postgres:hunter2@127.0.0.1:5432/zk_absent"},
+     "the database does not exist"),
+    ({"ZKMETER_DATABASE_URL": "postgresql+psycopg://zk_no_role:hunter2@127.0.0.1:5432/postgres"},
+     "the server refused the login"),
     ({"ZKMETER_RATE_CARD": "/nonexistent/rates.toml"}, "rate card"),
 ])
 @pytest.mark.parametrize("command", [("serve",), ("epoch", "close")])

@@ -2,8 +2,8 @@
 
 Transport only: convert protobuf to domain requests, call the core (prover/metering.py,
 prover/epoch/service.py) in a worker thread, convert back. Cross-cutting concerns live in one
-place each: gateway authentication in :class:`ApiKeyInterceptor`, requests that do not
-decode in :class:`UndecodableRequestInterceptor`, error mapping in :func:`status_for`.
+place each: gateway authentication and requests that do not decode in
+:class:`TransportInterceptor`, error mapping in :func:`status_for`.
 Nothing here logs a request or any prompt or completion text.
 """
 
@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -102,14 +103,27 @@ def key_roles(api_key_hashes: Iterable[str] | Mapping[str, str]) -> dict[str, st
     return roles
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Requires ``authorization: Bearer <key>`` with a known key on every zkmeter RPC, and an
-    operator key for :data:`OPERATOR_METHODS` (else PERMISSION_DENIED); health checks and
-    reflection stay open."""
+class TransportInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The cross-cutting concerns of every zkmeter RPC, in one place:
+
+    * API keys: ``authorization: Bearer <key>`` with a known key, and an operator key for
+      :data:`OPERATOR_METHODS` (else UNAUTHENTICATED / PERMISSION_DENIED); checked first, so
+      an unauthenticated caller's request is never even decoded. Health checks and
+      reflection stay open.
+    * Requests that do not decode (invalid UTF-8 in a string, garbage or truncated bytes, a
+      bad wire type, field 0, deep nesting, both ``text`` and ``counts``) end as
+      INVALID_ARGUMENT with one log line; in a stream it is one item's error, and the items
+      after it are processed.
+
+    The wrapped handler of each method and the denial handler of each (method, code) are
+    built once, on the first call, and reused: a call costs a key check and a dict look-up.
+    """
 
     def __init__(self, key_hashes: Iterable[str] | Mapping[str, str]) -> None:
         self._keys = [(bytes.fromhex(h.removeprefix("sha256:")), role)
                       for h, role in key_roles(key_hashes).items()]
+        self._handlers: dict[str, Any] = {}
+        self._denials: dict[tuple[str, grpc.StatusCode], Any] = {}
 
     def _role(self, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
         values = [v for k, v in metadata or () if k == "authorization"]
@@ -128,32 +142,51 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
-            return handler
+        method: str = details.method
+        if method.startswith(UNAUTHENTICATED_PREFIXES):
+            return await continuation(details)
+        handler = self._handlers.get(method)
+        if handler is None:
+            inner = await continuation(details)
+            if inner is None:  # an unknown method: UNIMPLEMENTED, as without us
+                return None
+            handler = self._handlers.setdefault(method, _guarded(method, inner))
         role = self._role(details.invocation_metadata)
         if role is None:
-            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED,
-                           "missing or unknown API key (authorization: Bearer <key>)")
-        if details.method in OPERATOR_METHODS and role != ROLE_OPERATOR:
-            return _denied(handler, grpc.StatusCode.PERMISSION_DENIED,
-                           "this call needs an operator API key")
+            return self._denial(method, handler, grpc.StatusCode.UNAUTHENTICATED)
+        if role != ROLE_OPERATOR and method in OPERATOR_METHODS:
+            return self._denial(method, handler, grpc.StatusCode.PERMISSION_DENIED)
         return handler
 
+    def _denial(self, method: str, handler: Any, code: grpc.StatusCode) -> Any:
+        denial = self._denials.get((method, code))
+        if denial is None:
+            denial = self._denials.setdefault((method, code), _denied(handler, code))
+        return denial
 
-def _denied(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+
+_DENIALS = {
+    grpc.StatusCode.UNAUTHENTICATED: "missing or unknown API key (authorization: Bearer <key>)",
+    grpc.StatusCode.PERMISSION_DENIED: "this call needs an operator API key",
+}
+
+
+def _denied(handler: Any, code: grpc.StatusCode) -> Any:
+    """A handler of ``handler``'s kind that ends every call with ``code``; the request is
+    never decoded (no deserializer: the denial sees bytes)."""
+    message = _DENIALS[code]
+
     async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, message)
 
-    kwargs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
+    serializer = handler.response_serializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(deny, response_serializer=serializer)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(deny, response_serializer=serializer)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(deny, response_serializer=serializer)
+    return grpc.stream_stream_rpc_method_handler(deny, response_serializer=serializer)
 
 
 # --- requests that do not decode -----------------------------------------------------------
@@ -174,6 +207,20 @@ class Undecodable:
 _TEXT_FIELD = meter_pb2.RecordUsageRequest.DESCRIPTOR.fields_by_name["text"].number
 _COUNTS_FIELD = meter_pb2.RecordUsageRequest.DESCRIPTOR.fields_by_name["counts"].number
 
+
+def _first_key_bytes(number: int) -> re.Pattern[bytes]:
+    """The bytes a top-level key of field ``number`` (< 16, any wire type) can begin with: the
+    whole key (``number << 3 | wire``) or, in an overlong encoding, the same with the
+    continuation bit set. Bytes in which no such byte occurs cannot hold the field."""
+    if not 0 < number < 16:  # pragma: no cover - fixed by the proto
+        raise ImportError(f"field {number}: its key is no longer one byte")
+    low, high = number << 3, number << 3 | 7
+    ends = [re.escape(bytes([b])) for b in (low, high, low | 0x80, high | 0x80)]
+    return re.compile(b"[%s-%s%s-%s]" % tuple(ends))
+
+
+_MAY_HOLD_TEXT = _first_key_bytes(_TEXT_FIELD)
+_MAY_HOLD_COUNTS = _first_key_bytes(_COUNTS_FIELD)
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
@@ -213,56 +260,63 @@ def top_level_fields(data: bytes) -> set[int]:
     return found
 
 
+def _both_usages(data: bytes) -> bool:
+    """Whether an encoded RecordUsageRequest holds both ``text`` and ``counts`` at its top
+    level (protobuf keeps the last member of a oneof it reads, so the parsed message cannot
+    tell). The bytes are scanned only if a byte search finds that they may hold both keys."""
+    if _MAY_HOLD_TEXT.search(data) is None or _MAY_HOLD_COUNTS.search(data) is None:
+        return False
+    try:
+        fields = top_level_fields(data)
+    except ValueError:  # protobuf parsed it; leave the verdict to protobuf
+        return False
+    return {_TEXT_FIELD, _COUNTS_FIELD} <= fields
+
+
+_DECODE_ERRORS = (ProtobufDecodeError, ValueError, RecursionError, UnicodeDecodeError)
+
+
 def _safe_deserializer(method: str, deserialize: Callable[[bytes], Any] | None
                        ) -> Callable[[bytes], Any] | None:
     """``deserialize`` that returns :class:`Undecodable` instead of raising (one log line,
     never the bytes or protobuf's message text)."""
     if deserialize is None:
         return None
-    check_oneof = method.endswith(("/RecordUsage", "/RecordUsageStream"))
 
     def safe(data: bytes) -> Any:
         try:
-            message = deserialize(data)
-        except (ProtobufDecodeError, ValueError, RecursionError, UnicodeDecodeError) as exc:
+            return deserialize(data)
+        except _DECODE_ERRORS as exc:
             log.info("gRPC %s: undecodable request refused (%s)", method, type(exc).__name__)
             return Undecodable("the request is not a valid protobuf message of its type")
-        if check_oneof:
-            try:
-                fields = top_level_fields(bytes(data))
-            except ValueError:
-                fields = set()
-            if {_TEXT_FIELD, _COUNTS_FIELD} <= fields:
-                log.info("gRPC %s: request with both text and counts refused", method)
-                return Undecodable("usage: give either `text` or `counts`, not both")
+
+    if not method.endswith(("/RecordUsage", "/RecordUsageStream")):
+        return safe
+
+    def safe_usage(data: bytes) -> Any:
+        message = safe(data)
+        if not isinstance(message, Undecodable) and _both_usages(data):
+            log.info("gRPC %s: request with both text and counts refused", method)
+            return Undecodable("usage: give either `text` or `counts`, not both")
         return message
 
-    return safe
+    return safe_usage
 
 
-class UndecodableRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Every zkmeter request that does not decode (invalid UTF-8 in a string, garbage or
-    truncated bytes, a bad wire type, field 0, deep nesting) ends as INVALID_ARGUMENT with one
-    log line; in a stream it is one item's error, and the items after it are processed."""
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(UNAUTHENTICATED_PREFIXES):
-            return handler
-        kwargs = {"request_deserializer": _safe_deserializer(details.method,
-                                                             handler.request_deserializer),
-                  "response_serializer": handler.response_serializer}
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary_guard(handler.unary_unary),
-                                                       **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _unary_stream_guard(handler.unary_stream), **kwargs)
-        if handler.stream_unary:  # the servicer turns Undecodable items into item errors
-            return grpc.stream_unary_rpc_method_handler(handler.stream_unary, **kwargs)
-        return grpc.stream_stream_rpc_method_handler(handler.stream_stream, **kwargs)
+def _guarded(method: str, handler: Any) -> Any:
+    """``handler`` with the safe deserializer; unary requests that do not decode end the call
+    as INVALID_ARGUMENT before the servicer sees them (stream items reach the servicer, which
+    turns them into item errors)."""
+    kwargs = {"request_deserializer": _safe_deserializer(method, handler.request_deserializer),
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(_unary_guard(handler.unary_unary), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(_unary_stream_guard(handler.unary_stream),
+                                                    **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(handler.stream_unary, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(handler.stream_stream, **kwargs)
 
 
 def _unary_guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -837,8 +891,8 @@ async def create_server(
     processes share the port (``zkmeter serve --workers``); off by default, so a port in use
     is an error rather than a silently shared listener."""
     server = grpc.aio.server(
-        # the API key is checked first, so an unauthenticated caller learns nothing more
-        interceptors=[ApiKeyInterceptor(api_key_hashes), UndecodableRequestInterceptor()],
+        # the API key first, then decoding: an unauthenticated caller learns nothing more
+        interceptors=[TransportInterceptor(api_key_hashes)],
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", 64 * 1024 * 1024),
                  ("grpc.so_reuseport", 1 if reuse_port else 0)],

@@ -1,0 +1,161 @@
+"""The transport's per-call machinery (issue 16): the interceptor builds each method's wrapped
+handler and each denial once and reuses them, which must never let a call through on an
+earlier call's key; the cheap test for a request holding both ``text`` and ``counts`` agrees
+with a full scan of the wire format."""
+
+import random
+
+import grpc
+import pytest
+
+from prover.api.grpc_server import (
+    Undecodable,
+    _safe_deserializer,
+    hash_api_key,
+    new_api_key,
+    top_level_fields,
+)
+from prover.app import build_services
+from prover.config import Settings
+from tests.accounts import STANDARD_USERS, enroll
+from tests.api.grpc_harness import ServerThread
+from zkmeter.client import usage_request
+from zkmeter.v1 import epoch_pb2, meter_pb2
+
+SEED = "b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfef"
+UNARY = "/zkmeter.v1.MeterService/RecordUsage"
+STREAM = "/zkmeter.v1.MeterService/RecordUsageStream"
+CLOSE = "/zkmeter.v1.EpochService/CloseEpoch"
+CURRENT = "/zkmeter.v1.EpochService/GetCurrentEpoch"
+TIMEOUT = 20
+
+
+@pytest.fixture()
+def keys():
+    return {"gateway": new_api_key(), "operator": new_api_key()}
+
+
+@pytest.fixture()
+def channel(tmp_path, keys):
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}", signing_key=SEED,
+                        proof_workers=1, contract_address="0x" + "42" * 20)
+    services = build_services(settings)
+    enroll(services.meter.ledger.engine, services.meter.provider_id, STANDARD_USERS)
+    running = ServerThread(services, api_key_hashes={hash_api_key(keys["gateway"]): "gateway",
+                                                     hash_api_key(keys["operator"]): "operator"})
+    with grpc.insecure_channel(running.target) as ch:
+        yield ch
+    running.stop()
+    services.close()
+
+
+def good(key: str) -> bytes:
+    return usage_request(idempotency_key=key, user_id="alice", model="gpt-4o", input_tokens=3,
+                         output_tokens=4).SerializeToString()
+
+
+def code(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_every_call_is_checked_again_after_the_handlers_are_cached(channel, keys):
+    """Good, wrong, missing and malformed keys alternate on the same methods: each call gets
+    its own verdict, whichever handler (wrapped or denial) an earlier call built."""
+    unary = channel.unary_unary(UNARY, request_serializer=None,
+                                response_deserializer=meter_pb2.RecordUsageResponse.FromString)
+    stream = channel.stream_stream(STREAM, request_serializer=None,
+                                   response_deserializer=meter_pb2.RecordUsageResponse.FromString)
+    close = channel.unary_unary(CLOSE, request_serializer=None,
+                                response_deserializer=epoch_pb2.Epoch.FromString)
+    current = channel.unary_unary(CURRENT, request_serializer=None,
+                                  response_deserializer=epoch_pb2.Epoch.FromString)
+    gateway = (("authorization", f"Bearer {keys['gateway']}"),)
+    operator = (("authorization", f"Bearer {keys['operator']}"),)
+    wrong = (("authorization", f"Bearer {new_api_key()}"),)
+    basic = (("authorization", f"Basic {keys['gateway']}"),)
+    twice = gateway + gateway
+    ok, unauthenticated = grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED
+    for round_ in range(3):
+        for metadata, expected in ((gateway, ok), (wrong, unauthenticated), ((), unauthenticated),
+                                   (operator, ok), (basic, unauthenticated),
+                                   (twice, unauthenticated), (gateway, ok)):
+            key = f"k-{round_}-{len(metadata)}-{expected.name}-{metadata[:1]!r}"
+            assert code(unary, good(key), metadata=metadata, timeout=TIMEOUT) == expected
+            responses = []
+            status = code(lambda m=metadata, k=key: responses.extend(
+                stream(iter([good(k + "-s")]), metadata=m, timeout=TIMEOUT)))
+            assert status == expected
+            assert len(responses) == (1 if expected == ok else 0)
+        # an operator-only method: the gateway key is refused before and after an operator's
+        assert code(close, b"", metadata=gateway, timeout=TIMEOUT) == \
+            grpc.StatusCode.PERMISSION_DENIED
+        assert code(current, b"", metadata=operator, timeout=TIMEOUT) == ok
+        assert code(close, b"", metadata=wrong, timeout=TIMEOUT) == unauthenticated
+        assert code(current, b"", metadata=gateway, timeout=TIMEOUT) == ok
+        assert code(close, b"", metadata=gateway, timeout=TIMEOUT) == \
+            grpc.StatusCode.PERMISSION_DENIED
+
+
+def _key(number: int, wire: int, *, overlong: bool) -> bytes:
+    value = number << 3 | wire
+    return bytes([value | 0x80, 0x00]) if overlong else bytes([value])
+
+
+def _field(number: int, payload: bytes, *, overlong: bool = False) -> bytes:
+    return _key(number, 2, overlong=overlong) + bytes([len(payload)]) + payload
+
+
+TEXT = meter_pb2.TextUsage(messages=[meter_pb2.ChatMessage(role="user", content="hi")],
+                           completion="yo").SerializeToString()
+COUNTS = meter_pb2.ReportedCounts(input_tokens=40, output_tokens=41).SerializeToString()
+
+
+@pytest.mark.parametrize("overlong", [False, True])
+@pytest.mark.parametrize("order", ["text first", "counts first"])
+def test_both_usages_are_refused_in_either_order_and_any_key_encoding(order, overlong):
+    parts = [_field(4, TEXT, overlong=overlong), _field(5, COUNTS, overlong=overlong)]
+    if order == "counts first":
+        parts.reverse()
+    data = _field(1, b"k") + _field(2, b"alice") + b"".join(parts)
+    meter_pb2.RecordUsageRequest.FromString(data)  # protobuf itself takes it
+    for method in (UNARY, STREAM):
+        safe = _safe_deserializer(method, meter_pb2.RecordUsageRequest.FromString)
+        assert safe is not None
+        refused = safe(data)
+        assert isinstance(refused, Undecodable) and "not both" in refused.reason
+
+
+def test_the_cheap_test_for_both_usages_agrees_with_a_full_scan():
+    """Random well-formed requests (ids of random bytes, keys of every wire type for fields 4
+    and 5, in any order): refused exactly when the naive scan finds both field numbers."""
+    safe = _safe_deserializer(UNARY, meter_pb2.RecordUsageRequest.FromString)
+    assert safe is not None
+    rng = random.Random(16)
+    refused = kept = 0
+    for _ in range(3000):
+        parts = [_field(1, bytes(rng.choice(b"abcdef-0123456789 !\"$%&'()*+,./")
+                                 for _ in range(rng.randrange(40)))),
+                 _field(3, b"gpt-4o")]
+        for number, payload in ((4, TEXT), (5, COUNTS)):
+            if rng.random() < 0.6:
+                overlong = rng.random() < 0.3
+                if rng.random() < 0.8:
+                    parts.append(_field(number, payload, overlong=overlong))
+                else:  # the wrong wire type: protobuf keeps it as an unknown field
+                    parts.append(_key(number, 0, overlong=overlong) + bytes([rng.randrange(128)]))
+        rng.shuffle(parts)
+        data = b"".join(parts)
+        try:
+            meter_pb2.RecordUsageRequest.FromString(data)
+        except Exception:
+            continue
+        both = {4, 5} <= top_level_fields(data)
+        outcome = safe(data)
+        assert isinstance(outcome, Undecodable) == both, data
+        refused += both
+        kept += not both
+    assert refused > 100 and kept > 100

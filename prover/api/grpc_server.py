@@ -14,7 +14,9 @@ import logging
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -469,46 +471,73 @@ def epoch_to_proto(info: EpochInfo, services: Services) -> epoch_pb2.Epoch:
 class IngestBatcher:
     """Group commit: requests that arrive while a ledger transaction runs are recorded
     together in the next one, so throughput does not cost durability (every receipt is
-    committed before it is returned) and concurrent unary calls share one fsync."""
+    committed before it is returned) and concurrent unary calls share one fsync.
+
+    A submission is one queue entry with one future; a writer takes whole submissions, in
+    order, up to ``max_batch`` requests (a larger submission is split first), and runs the
+    transaction on its own thread of a pool of ``writers`` threads kept for the batcher's
+    life."""
 
     def __init__(self, record_batch: Callable[[list[UsageRequest]], list[Any]], *,
                  max_batch: int = STREAM_BATCH, writers: int = 1) -> None:
         self._record_batch = record_batch
         self._max_batch = max_batch
         self._writers = writers
-        self._queue: asyncio.Queue[tuple[UsageRequest, asyncio.Future[Any]]] | None = None
+        self._pending: deque[tuple[Sequence[UsageRequest], asyncio.Future[list[Any]]]] = deque()
+        self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     async def submit(self, requests: Sequence[UsageRequest]) -> list[Stored | Exception]:
         """Record the requests (in order, maybe with others); one outcome each."""
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._tasks = [asyncio.create_task(self._run()) for _ in range(self._writers)]
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in requests]
-        for request, future in zip(requests, futures, strict=True):
-            self._queue.put_nowait((request, future))
-        return list(await asyncio.gather(*futures))
+        if len(requests) > self._max_batch:
+            outcomes: list[Stored | Exception] = []
+            for start in range(0, len(requests), self._max_batch):
+                outcomes += await self.submit(requests[start:start + self._max_batch])
+            return outcomes
+        if not requests:
+            return []
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            self._pool = ThreadPoolExecutor(self._writers, thread_name_prefix="zkmeter-ingest")
+            self._tasks = [asyncio.create_task(self._run(self._wake))
+                           for _ in range(self._writers)]
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((requests, future))
+        self._wake.set()
+        return await future
 
-    async def _run(self) -> None:
-        queue = self._queue
-        if queue is None:  # pragma: no cover - set before the tasks start
-            return
+    async def _run(self, wake: asyncio.Event) -> None:
+        pending = self._pending
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self._max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            outcomes = await self._record_isolated([request for request, _ in batch])
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
+            if not pending:
+                wake.clear()
+                await wake.wait()
+                continue
+            group = [pending.popleft()]
+            size = len(group[0][0])
+            while pending and size + len(pending[0][0]) <= self._max_batch:
+                group.append(pending.popleft())
+                size += len(group[-1][0])
+            requests = [r for submitted, _ in group for r in submitted]
+            outcomes = await self._record_isolated(requests)
+            start = 0
+            for submitted, future in group:
+                if not future.done():  # a caller that went away leaves a cancelled future
+                    future.set_result(outcomes[start:start + len(submitted)])
+                start += len(submitted)
+
+    async def _in_thread(self, requests: list[UsageRequest]) -> list[Any]:
+        outcomes: list[Any] = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._record_batch, requests)
+        return outcomes
 
     async def _record_isolated(self, requests: list[UsageRequest]) -> list[Any]:
         """One outcome per request. Requests of unrelated callers share a transaction, so a
         batch that fails as a whole is recorded again one request at a time: one caller's
         request can never fail another's (a database that is down fails each one)."""
         try:
-            outcomes: list[Any] = await asyncio.to_thread(self._record_batch, requests)
+            outcomes = await self._in_thread(requests)
             if len(outcomes) != len(requests):
                 raise RuntimeError("record_batch returned the wrong number of outcomes")
             return outcomes
@@ -518,16 +547,18 @@ class IngestBatcher:
         singles: list[Any] = []
         for request in requests:
             try:
-                singles.extend(await asyncio.to_thread(self._record_batch, [request]))
+                singles.extend(await self._in_thread([request]))
             except Exception as exc:
                 singles.append(exc)
         return singles
 
     async def aclose(self) -> None:
-        """Stop the writer tasks."""
+        """Stop the writer tasks and their threads."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # a running transaction ends on its own
 
 
 class MeterServicer(meter_pb2_grpc.MeterServiceServicer):

@@ -47,20 +47,28 @@ INGEST_EVENTS = Counter(
 INGEST_LATENCY = Histogram(
     "zkmeter_ingest_latency_seconds", "Time to record one usage event, per RPC.",
     ["rpc"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-for _outcome in INGEST_OUTCOMES:  # export every outcome from the start, at 0
-    INGEST_EVENTS.labels(outcome=_outcome)
+
+
+# the label children, bound once (``labels()`` takes a lock and builds a key on every call)
+_EVENTS_BY_OUTCOME = {outcome: INGEST_EVENTS.labels(outcome=outcome)
+                      for outcome in INGEST_OUTCOMES}  # also exports every outcome, at 0
+_LATENCY_BY_RPC: dict[str, Histogram] = {}
 
 
 def observe_ingest(rpc: str, outcome: str, seconds: float, count: int = 1) -> None:
     """Count ``count`` events of ``outcome`` and observe ``seconds`` (per event) for each."""
-    if outcome not in INGEST_OUTCOMES:
+    events = _EVENTS_BY_OUTCOME.get(outcome)
+    if events is None:
         raise ValueError(f"unknown ingest outcome {outcome!r}")
     if count < 1:
         return
-    INGEST_EVENTS.labels(outcome=outcome).inc(count)
-    histogram = INGEST_LATENCY.labels(rpc=rpc)
+    events.inc(count)
+    histogram = _LATENCY_BY_RPC.get(rpc)
+    if histogram is None:  # RPC names are a closed set: the transport's methods
+        histogram = _LATENCY_BY_RPC.setdefault(rpc, INGEST_LATENCY.labels(rpc=rpc))
+    seconds = max(seconds, 0.0)
     for _ in range(count):
-        histogram.observe(max(seconds, 0.0))
+        histogram.observe(seconds)
 
 
 # What the epoch collector reads at scrape time: (epochs per state, {closing epoch id:

@@ -3,6 +3,7 @@ handler and each denial once and reuses them, which must never let a call throug
 earlier call's key; the cheap test for a request holding both ``text`` and ``counts`` agrees
 with a full scan of the wire format."""
 
+import asyncio
 import random
 
 import grpc
@@ -159,3 +160,39 @@ def test_the_cheap_test_for_both_usages_agrees_with_a_full_scan():
         refused += both
         kept += not both
     assert refused > 100 and kept > 100
+
+
+def test_the_batcher_takes_whole_submissions_in_order_up_to_its_cap():
+    """Concurrent submissions share transactions of at most ``max_batch`` requests, each one
+    whole (a larger one split first), every outcome returned to its own caller in order."""
+    from prover.api.grpc_server import IngestBatcher
+
+    transactions: list[list[str]] = []
+
+    def record_batch(requests):
+        transactions.append(list(requests))
+        return [f"ok:{r}" for r in requests]
+
+    async def run():
+        batcher = IngestBatcher(record_batch, max_batch=8)
+        try:
+            submissions = [[f"{s}.{i}" for i in range(size)]
+                           for s, size in enumerate([1, 3, 5, 2, 20, 1, 8, 4])]
+            results = await asyncio.gather(*(batcher.submit(s) for s in submissions))
+            return submissions, results
+        finally:
+            await batcher.aclose()
+
+    submissions, results = asyncio.run(run())
+    for submitted, outcome in zip(submissions, results, strict=True):
+        assert outcome == [f"ok:{r}" for r in submitted]
+    assert all(len(t) <= 8 for t in transactions)
+    recorded = [r for t in transactions for r in t]
+    assert sorted(recorded) == sorted(r for s in submissions for r in s)
+    for submitted in submissions:  # each submission's requests keep their order
+        positions = [recorded.index(r) for r in submitted]
+        assert positions == sorted(positions)
+    for t in transactions:  # no submission of at most 8 is cut in two
+        for submitted in submissions:
+            if len(submitted) <= 8 and any(r in t for r in submitted):
+                assert all(r in t for r in submitted)

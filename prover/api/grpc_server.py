@@ -561,6 +561,20 @@ class IngestBatcher:
             self._pool.shutdown(wait=False)  # a running transaction ends on its own
 
 
+def _observe_stream(outcomes: Sequence[Stored | Exception], elapsed: float) -> None:
+    """The metrics of one recorded stream batch: each event observed at the batch's time per
+    event, counted per outcome (three calls at most, not one per event)."""
+    counts = {"recorded": 0, "replayed": 0, "refused": 0}
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            counts["refused"] += 1
+        else:
+            counts["replayed" if outcome.replayed else "recorded"] += 1
+    per_event = elapsed / len(outcomes) if outcomes else 0.0
+    for outcome_name, count in counts.items():
+        observe_ingest("RecordUsageStream", outcome_name, per_event, count)
+
+
 class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     """MeterService: ingest for gateways."""
 
@@ -590,46 +604,71 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[meter_pb2.RecordUsageResponse]:
         """One response per request, in order; requests that arrive together are recorded in
-        one ledger transaction."""
+        one ledger transaction. Pipelined: while the responses of one batch are written, the
+        next batch (what arrived meanwhile) is recorded; a batch is submitted only once the one
+        before it is committed, and its responses are written only once it is committed
+        itself. Bounded: at most 4 * STREAM_BATCH requests wait, plus the two batches."""
         queue: asyncio.Queue[meter_pb2.RecordUsageRequest | Undecodable | None] = asyncio.Queue(
             maxsize=4 * STREAM_BATCH)
+        finished = False
 
         async def read() -> None:
             async for item in request_iterator:
-                await queue.put(item)
+                if queue.full():  # back-pressure: the client waits for the recording
+                    await queue.put(item)
+                else:
+                    queue.put_nowait(item)
             await queue.put(None)
 
-        reader = asyncio.create_task(read())
-        try:
-            finished = False
-            while not finished:
-                first = await queue.get()
-                if first is None:
+        def start(first: meter_pb2.RecordUsageRequest | Undecodable | None
+                  ) -> "asyncio.Task[tuple[list[Stored | Exception], float]] | None":
+            """Take ``first`` and what else waits (up to STREAM_BATCH) and start recording
+            them; None at the end of the stream."""
+            nonlocal finished
+            if first is None:
+                finished = True
+                return None
+            batch = [first]
+            while len(batch) < STREAM_BATCH and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    finished = True
                     break
-                batch = [first]
-                while len(batch) < STREAM_BATCH and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        finished = True
-                        break
-                    batch.append(item)
-                start = time.perf_counter()
-                outcomes = await self._record_batch(batch)
-                elapsed = time.perf_counter() - start
+                batch.append(item)
+            return asyncio.create_task(self._record_timed(batch))
+
+        reader = asyncio.create_task(read())
+        current = following = None
+        try:
+            current = start(await queue.get())
+            while current is not None:
+                outcomes, elapsed = await current
+                following = None
+                if not finished and not queue.empty():
+                    following = start(queue.get_nowait())
+                _observe_stream(outcomes, elapsed)
                 for outcome in outcomes:
                     if isinstance(outcome, Exception):
                         code, message, field = status_for(outcome)
-                        observe_ingest("RecordUsageStream", "refused", elapsed / len(batch))
                         yield meter_pb2.RecordUsageResponse(error=meter_pb2.ItemError(
                             code=code.value[0], message=message, field=field))
                     else:
-                        observe_ingest("RecordUsageStream",
-                                       "replayed" if outcome.replayed else "recorded",
-                                       elapsed / len(batch))
                         yield _response(outcome)
+                if following is None and not finished:
+                    following = start(await queue.get())
+                current, following = following, None
             await reader
         finally:
             reader.cancel()
+            for task in (current, following):  # the requests stay submitted; only the wait ends
+                if task is not None:
+                    task.cancel()
+
+    async def _record_timed(self, batch: list[meter_pb2.RecordUsageRequest | Undecodable]
+                            ) -> tuple[list[Stored | Exception], float]:
+        began = time.perf_counter()
+        outcomes = await self._record_batch(batch)
+        return outcomes, time.perf_counter() - began
 
     async def _record_batch(self, batch: list[meter_pb2.RecordUsageRequest | Undecodable]
                             ) -> list[Stored | Exception]:

@@ -5,6 +5,8 @@ with a full scan of the wire format."""
 
 import asyncio
 import random
+import threading
+import types
 
 import grpc
 import pytest
@@ -196,3 +198,119 @@ def test_the_batcher_takes_whole_submissions_in_order_up_to_its_cap():
         for submitted in submissions:
             if len(submitted) <= 8 and any(r in t for r in submitted):
                 assert all(r in t for r in submitted)
+
+
+class _Stored:
+    def __init__(self, key: str) -> None:
+        self.key, self.replayed = key, False
+
+
+class _Ledger:
+    """A stand-in for Meter.record_batch (run on the batcher's thread): it records what was
+    committed, and can hold a transaction until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self.transactions: list[list[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+
+    def record_batch(self, requests):
+        keys = [r.idempotency_key for r in requests]
+        self.transactions.append(keys)
+        self.hold.wait(30)
+        self.committed.extend(keys)
+        return [_Stored(k) for k in keys]
+
+
+def _servicer(monkeypatch, ledger):
+    from prover.api import grpc_server
+
+    monkeypatch.setattr(grpc_server, "_response", lambda stored: stored)  # no real receipts
+    services = types.SimpleNamespace(meter=types.SimpleNamespace(record_batch=ledger.record_batch))
+    return grpc_server.MeterServicer(services)
+
+
+async def _until(condition) -> None:
+    """Let the loop run until ``condition()`` holds (a hang fails after 10 s)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def _request(key: str) -> meter_pb2.RecordUsageRequest:
+    return meter_pb2.RecordUsageRequest.FromString(good(key))
+
+
+def test_a_pipelined_stream_records_the_next_batch_while_answering_in_order(monkeypatch):
+    """While the first batch's responses are being written, the next batch is recorded;
+    responses come in request order, each only once its request is committed."""
+    ledger = _Ledger()
+    servicer = _servicer(monkeypatch, ledger)
+
+    async def run():
+        feed: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            while (item := await feed.get()) is not None:
+                yield item
+
+        stream = servicer.RecordUsageStream(requests(), None)
+        ledger.hold.clear()  # the first transaction waits
+        for i in range(3):
+            feed.put_nowait(_request(f"a{i}"))
+        first = asyncio.ensure_future(stream.__anext__())
+        await _until(lambda: ledger.transactions)
+        for i in range(3):  # arrive while the first batch is recorded
+            feed.put_nowait(_request(f"b{i}"))
+        await asyncio.sleep(0.05)
+        ledger.hold.set()
+        received = [await first]
+        assert received[0].key in ledger.committed
+        # the consumer has read one response only: the next batch is being recorded already
+        await _until(lambda: len(ledger.transactions) >= 2)
+        feed.put_nowait(_request("c0"))
+        feed.put_nowait(None)
+        async for response in stream:
+            assert response.key in ledger.committed
+            received.append(response)
+        await servicer.batcher.aclose()
+        return [r.key for r in received]
+
+    keys = asyncio.run(run())
+    assert keys == ["a0", "a1", "a2", "b0", "b1", "b2", "c0"]
+    assert [k for t in ledger.transactions for k in t] == keys
+    assert ledger.transactions[0] == ["a0", "a1", "a2"]
+
+
+def test_a_stream_whose_client_does_not_read_holds_a_bounded_number_of_requests(monkeypatch):
+    """A client that sends without end and reads nothing: the server stops pulling requests
+    after the bounded queue and the two batches are full."""
+    from prover.api.grpc_server import STREAM_BATCH
+
+    ledger = _Ledger()
+    servicer = _servicer(monkeypatch, ledger)
+    pulled = 0
+
+    async def run():
+        async def requests():
+            nonlocal pulled
+            while True:
+                pulled += 1
+                yield _request(f"k{pulled}")
+                await asyncio.sleep(0)
+
+        stream = servicer.RecordUsageStream(requests(), None)
+        await stream.__anext__()  # one response read, then none
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+        held = pulled
+        await stream.aclose()
+        await servicer.batcher.aclose()
+        return held
+
+    held = asyncio.run(run())
+    assert held <= 4 * STREAM_BATCH + 2 * STREAM_BATCH + 2
+    assert len(ledger.committed) <= 2 * STREAM_BATCH

@@ -52,7 +52,7 @@ from prover.errors import (
 from prover.ledger import EpochInfo, Stored
 from prover.ledger.faults import describe
 from prover.metering import UsageRequest, check_identifier
-from verifier.receipts import MAX_USER_ID_BYTES, Receipt
+from verifier.receipts import MAX_USER_ID_BYTES, SIGNATURE_BYTES, Receipt
 from verifier.tokens import Message, TokenCountError
 from zkmeter.v1 import epoch_pb2, epoch_pb2_grpc, meter_pb2, meter_pb2_grpc
 
@@ -424,13 +424,18 @@ def usage_from_proto(request: meter_pb2.RecordUsageRequest | Undecodable) -> Usa
     raise InvalidRequestError("usage: give either `text` or `counts`")
 
 
-def receipt_to_proto(receipt: Receipt) -> meter_pb2.Receipt:
-    """The wire form of a receipt (encoded once: hash = keccak256(encoded ‖ signature))."""
-    encoded = receipt.signed_bytes()
+def receipt_to_proto(receipt: Receipt, *, encoded: bytes | None = None,
+                     receipt_hash: bytes | None = None) -> meter_pb2.Receipt:
+    """The wire form of a receipt: its canonical bytes, signature and hash =
+    keccak256(encoded ‖ signature), computed here unless the ledger gave them (``encoded``
+    without the signature, as stored)."""
+    if encoded is None:
+        encoded = receipt.signed_bytes()
+    if receipt_hash is None:
+        receipt_hash = keccak256(encoded, receipt.signature)
     return meter_pb2.Receipt(
-        encoded=encoded, signature=receipt.signature,
-        receipt_hash=keccak256(encoded, receipt.signature), epoch_id=receipt.epoch_id,
-        sequence=receipt.seq,
+        encoded=encoded, signature=receipt.signature, receipt_hash=receipt_hash,
+        epoch_id=receipt.epoch_id, sequence=receipt.seq,
         units=receipt.units, running_total=receipt.total_units,
         input_tokens=receipt.input_tokens, output_tokens=receipt.output_tokens,
         cached_input_tokens=receipt.cached_input_tokens,
@@ -438,8 +443,9 @@ def receipt_to_proto(receipt: Receipt) -> meter_pb2.Receipt:
 
 
 def _response(stored: Stored) -> meter_pb2.RecordUsageResponse:
-    return meter_pb2.RecordUsageResponse(receipt=receipt_to_proto(stored.receipt),
-                                         replayed=stored.replayed)
+    receipt = receipt_to_proto(stored.receipt, encoded=stored.wire[:-SIGNATURE_BYTES],
+                               receipt_hash=stored.receipt_hash)
+    return meter_pb2.RecordUsageResponse(receipt=receipt, replayed=stored.replayed)
 
 
 def account_to_proto(account: Account) -> meter_pb2.Account:

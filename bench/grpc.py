@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     from nacl.signing import SigningKey
 
     from prover.api.grpc_server import hash_api_key, new_api_key
+    from prover.api.serve import settle_gc
 
     server: Any = None
     services: Any = None
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         key = new_api_key()
         server = ServerThread(services, api_key_hashes=[hash_api_key(key)],
                               writers=1 if url.startswith("sqlite") else 4)
+        settle_gc()  # as `zkmeter serve` does once started (this process serves both)
         target, database = server.target, url.split(":", 1)[0]
     echo = EchoServer()
     run_tag = os.urandom(4).hex()

@@ -211,8 +211,10 @@ def _serve_one(services: "Services", worker: int, workers: int) -> None:
     import asyncio
 
     from prover.api.serve import serve as run
+    from prover.api.serve import settle_gc
     from prover.startup import describe_error
 
+    settle_gc()
     try:
         asyncio.run(run(services, worker=worker, workers=workers))
     except (MeteringError, OSError) as exc:

@@ -5,6 +5,7 @@ in-flight calls get ``shutdown_grace_seconds`` to finish, then the HTTP server s
 """
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -19,6 +20,25 @@ from prover.config import Settings
 from prover.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+# The collector's generation thresholds for a serving process (CPython's defaults: 700, 10,
+# 10). Ingest allocates and drops protobuf messages, receipts and rows by the thousand per
+# batch, almost all freed by reference counting; at 700 the young generation was collected
+# every few events.
+SERVING_GC_THRESHOLDS = (50_000, 50, 50)
+
+
+def settle_gc() -> None:
+    """Prepare a serving process's garbage collector, once its start-up is done: the objects
+    built so far (modules, settings, compiled statements, tokenizer tables) are moved out of
+    the collector's sight (``gc.freeze``: they live as long as the process), and the young
+    generation is collected every 50,000 allocations instead of 700. Measured with
+    ``bench.grpc``: the server's CPU per streamed event -10 %, unary calls unchanged
+    (docs/metering.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,3 +104,16 @@ def test_serve_refuses_a_placeholder_key(server_env):
     assert proc.returncode == 2
     assert b"changeme" not in proc.stderr  # the secret is never echoed
     assert b"placeholder" in proc.stderr
+
+
+def test_settle_gc_freezes_start_up_objects_and_raises_the_thresholds():
+    """In a fresh interpreter (the collector's settings are process-wide): what
+    `zkmeter serve` does once started."""
+    code = ("import gc; from prover.api.serve import settle_gc, SERVING_GC_THRESHOLDS as T; "
+            "before = (gc.get_threshold(), gc.get_freeze_count()); settle_gc(); "
+            "print(before[0] != T, before[1], gc.get_threshold() == T, gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out[0] == "True" and out[1] == "0"  # the interpreter's own settings before
+    assert out[2] == "True"
+    assert int(out[3]) > 10_000  # the modules and objects of start-up, no longer scanned

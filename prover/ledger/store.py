@@ -447,9 +447,10 @@ class Ledger:
             names, values = sqlite_in(keys)
             found = conn.exec_driver_sql(_SQLITE_FIND_KEYS.format(names=names),
                                          {"provider": self.provider_id, **values}).all()
-        seen: dict[bytes, tuple[bytes, Receipt, bytes, bytes]] = {
-            bytes(key): (bytes(fingerprint), decode_receipt(bytes(wire)), bytes(wire),
-                         bytes(digest))
+        # key digest -> (fingerprint, what a retry with that fingerprint gets back)
+        seen: dict[bytes, tuple[bytes, Stored]] = {
+            bytes(key): (bytes(fingerprint), Stored(decode_receipt(bytes(wire)), replayed=True,
+                                                    wire=bytes(wire), receipt_hash=bytes(digest)))
             for key, fingerprint, wire, digest in found
         }
         now = max(self._clock_ms(), epoch.window_start_ms)
@@ -460,8 +461,7 @@ class Ledger:
             earlier = seen.get(item.key_digest)
             if earlier is not None:
                 if earlier[0] == item.fingerprint:
-                    outcomes.append(Stored(earlier[1], replayed=True, wire=earlier[2],
-                                           receipt_hash=earlier[3]))
+                    outcomes.append(earlier[1])
                 else:
                     outcomes.append(IdempotencyConflictError(
                         "this idempotency key was already used with a different payload"))
@@ -487,7 +487,8 @@ class Ledger:
             digest = keccak256(wire)
             state[item.user_id] = [receipt.seq, receipt.total_units, digest]
             touched.add(item.user_id)
-            seen[item.key_digest] = (item.fingerprint, receipt, wire, digest)
+            seen[item.key_digest] = (item.fingerprint, Stored(receipt, replayed=True, wire=wire,
+                                                              receipt_hash=digest))
             new_rows.append((  # in _EVENT_COLUMNS order
                 self.provider_id, item.key_digest, item.fingerprint, epoch.id, item.user_id,
                 receipt.seq, receipt.model, receipt.encoding, receipt.input_tokens,

@@ -215,11 +215,36 @@ def _check_str(value: Any, name: str, max_bytes: int, *, allow_empty: bool = Fal
         raise ReceiptFormatError(f"{name} must be {0 if allow_empty else 1}..{max_bytes} bytes")
 
 
-def _validate(r: Receipt) -> None:
-    if r.version != RECEIPT_VERSION:
-        raise ReceiptFormatError(f"unsupported receipt version {r.version!r}")
-    if type(r.flags) is not int or r.flags & ~FLAG_COUNTED:
-        raise ReceiptFormatError("unknown receipt flags")
+def _plain(r: Receipt) -> bool:
+    """True when every field has its plain type, size and range (the usual case, decided in
+    one expression: bytes of 32, integers in [0, 2^64), ASCII names within their limits);
+    when False, :func:`_check_fields` checks each field and names the first that fails. It
+    never accepts what those checks refuse (tests/metering/test_receipts.py)."""
+    return (type(r.provider_id) is bytes and len(r.provider_id) == 32
+            and type(r.prev_hash) is bytes and len(r.prev_hash) == 32
+            and type(r.idempotency_key_digest) is bytes and len(r.idempotency_key_digest) == 32
+            and type(r.rate_card_hash) is bytes and len(r.rate_card_hash) == 32
+            and type(r.salt) is bytes and len(r.salt) == 32
+            and type(r.prompt_digest) is bytes and len(r.prompt_digest) == 32
+            and type(r.completion_digest) is bytes and len(r.completion_digest) == 32
+            and type(r.epoch_id) is int and 0 <= r.epoch_id <= U64_MAX
+            and type(r.seq) is int and 0 <= r.seq <= U64_MAX
+            and type(r.input_tokens) is int and 0 <= r.input_tokens <= U64_MAX
+            and type(r.output_tokens) is int and 0 <= r.output_tokens <= U64_MAX
+            and type(r.cached_input_tokens) is int and 0 <= r.cached_input_tokens <= U64_MAX
+            and type(r.reasoning_tokens) is int and 0 <= r.reasoning_tokens <= U64_MAX
+            and type(r.units) is int and 0 <= r.units <= U64_MAX
+            and type(r.total_units) is int and 0 <= r.total_units <= U64_MAX
+            and type(r.timestamp_ms) is int and 0 <= r.timestamp_ms <= U64_MAX
+            and type(r.user_id) is str and r.user_id.isascii()
+            and 0 < len(r.user_id) <= MAX_USER_ID_BYTES
+            and type(r.model) is str and r.model.isascii() and 0 < len(r.model) <= MAX_MODEL_BYTES
+            and type(r.encoding) is str and r.encoding.isascii()
+            and len(r.encoding) <= MAX_ENCODING_BYTES)
+
+
+def _check_fields(r: Receipt) -> None:
+    """Each field's type, size and range, one by one; raises naming the first that fails."""
     _check_bytes(r.provider_id, "provider_id", 32)
     for name in ("prev_hash", "idempotency_key_digest", "rate_card_hash", "salt",
                  "prompt_digest", "completion_digest"):
@@ -232,6 +257,15 @@ def _validate(r: Receipt) -> None:
     _check_str(r.encoding, "encoding", MAX_ENCODING_BYTES, allow_empty=True)
     if not r.encoding.isascii():
         raise ReceiptFormatError("encoding must be an ASCII name")
+
+
+def _validate(r: Receipt) -> None:
+    if r.version != RECEIPT_VERSION:
+        raise ReceiptFormatError(f"unsupported receipt version {r.version!r}")
+    if type(r.flags) is not int or r.flags & ~FLAG_COUNTED:
+        raise ReceiptFormatError("unknown receipt flags")
+    if not _plain(r):
+        _check_fields(r)
     if r.seq < 1:
         raise ReceiptFormatError("seq starts at 1")
     if r.total_units < r.units:

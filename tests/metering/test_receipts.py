@@ -10,6 +10,7 @@ from verifier.receipts import (
     FLAG_COUNTED,
     RECEIPT_DOMAIN,
     RECEIPT_FIELDS,
+    U64_MAX,
     ZERO32,
     Receipt,
     ReceiptChainError,
@@ -17,6 +18,8 @@ from verifier.receipts import (
     ReceiptFormatError,
     ReceiptSignatureError,
     ReceiptTextError,
+    _check_fields,
+    _plain,
     check_text,
     completion_digest,
     decode_receipt,
@@ -197,6 +200,67 @@ def test_non_bytes_input_is_refused():
 def test_out_of_range_fields_are_refused(over):
     with pytest.raises(ReceiptFormatError):
         replace(make(), **over)
+
+
+class _Bytes(bytes):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Str(str):
+    pass
+
+
+_BYTES32 = [bytes(32), b"\x01" * 31, b"\x01" * 33, bytearray(32), "00" * 32, _Bytes(32),
+            memoryview(bytes(32)), None]
+_U64 = [0, 7, U64_MAX, U64_MAX + 1, -1, True, 1.0, "1", _Int(5)]
+_NAMES = ["u", "u" * 256, "u" * 257, "", "ä", "ä" * 128, "ä" * 129, "\ud800", b"u", _Str("u")]
+_CANDIDATES = {
+    **{name: _BYTES32 for name in ("provider_id", "prev_hash", "idempotency_key_digest",
+                                   "rate_card_hash", "salt", "prompt_digest",
+                                   "completion_digest")},
+    **{name: _U64 for name in ("epoch_id", "seq", "input_tokens", "output_tokens",
+                               "cached_input_tokens", "reasoning_tokens", "units",
+                               "total_units", "timestamp_ms")},
+    "user_id": _NAMES, "model": _NAMES,
+    "encoding": ["", "o200k_base", "x" * 64, "x" * 65, "ö", None, _Str("")],
+}
+
+
+def _unchecked(**fields):
+    """A Receipt whose fields are set without any validation (to test the checks alone)."""
+    receipt = object.__new__(Receipt)
+    for name in RECEIPT_FIELDS:
+        object.__setattr__(receipt, name, fields[name])
+    return receipt
+
+
+@pytest.mark.parametrize("name", sorted(_CANDIDATES))
+def test_the_plain_field_fast_path_never_accepts_what_the_field_checks_refuse(name):
+    """verifier.receipts._plain decides the usual receipt in one expression; for every field
+    and every candidate value (wrong types, subclasses, sizes and ranges at the edges, non-ASCII
+    text), it is True only when the field-by-field checks pass, and it is True for the plain
+    values of a metered receipt (so the fast path is the one taken)."""
+    plain = {f: getattr(make(text=False, user_id="user-1"), f) for f in RECEIPT_FIELDS}
+    assert _plain(_unchecked(**plain))
+    taken = 0
+    for value in _CANDIDATES[name]:
+        receipt = _unchecked(**{**plain, name: value})
+        try:
+            _check_fields(receipt)
+            accepted = True
+        except ReceiptFormatError:
+            accepted = False
+        fast = _plain(receipt)
+        assert not fast or accepted, (name, value)
+        taken += fast
+        if accepted and type(value) in (bytes, int, str) and (
+                not isinstance(value, str) or value.isascii()):
+            assert fast, (name, value)  # a plain value never falls to the slow path
+    assert taken >= 1
 
 
 def test_a_new_signed_receipt_is_built_validated_and_signed_once():

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 
 from prover.accounts.escrow import EscrowSource, EscrowView
 from prover.errors import (
@@ -47,8 +47,6 @@ from prover.errors import (
 )
 from prover.ledger.schema import (
     ACCOUNT_OPEN,
-    account_epochs,
-    accounts,
     sqlite_in,
 )
 
@@ -57,17 +55,18 @@ _KNOWN_USERS = 200_000  # user -> account entries prefetch remembers
 _PG_USER_ACCOUNTS = ("SELECT user_id, account_id FROM account_users "
                      "WHERE user_id = ANY(%(users)b::text[])")
 _SQLITE_USER_ACCOUNTS = "SELECT user_id, account_id FROM account_users WHERE user_id IN ({names})"
-# Built once (a statement built per batch cost more than running it: SQLAlchemy makes its
-# cache key, and ``excluded`` an alias with proxies of every column, each time).
-_STATUS = select(accounts.c.account_id, accounts.c.status)
-_STATUS_FOR_SHARE = (_STATUS.where(accounts.c.account_id == bindparam("id"))
-                     .with_for_update(read=True))
-_STATUS_FOR_UPDATE = _STATUS.where(accounts.c.account_id == bindparam("id")).with_for_update()
-_STATUSES = _STATUS.where(accounts.c.account_id.in_(bindparam("ids", expanding=True)))
-_USAGE = (select(account_epochs.c.account_id, account_epochs.c.epoch_id,
-                 account_epochs.c.units, account_epochs.c.users)
-          .where(account_epochs.c.account_id.in_(bindparam("ids", expanding=True)),
-                 account_epochs.c.epoch_id >= bindparam("oldest")))
+# Every ingest transaction runs these: driver-level text, built once (a statement built per
+# batch cost more than running it: SQLAlchemy makes its cache key, and ``excluded`` an alias
+# with proxies of every column, each time; a Core select built once still made its cache key
+# on every execution, about 100 us each).
+_PG_STATUS = "SELECT account_id, status FROM accounts WHERE account_id = %(id)s"
+_PG_STATUS_FOR_SHARE = _PG_STATUS + " FOR SHARE"
+_PG_STATUS_FOR_UPDATE = _PG_STATUS + " FOR UPDATE"
+_SQLITE_STATUSES = "SELECT account_id, status FROM accounts WHERE account_id IN ({names})"
+_USAGE_COLUMNS = "SELECT account_id, epoch_id, units, users FROM account_epochs "
+_PG_USAGE = (_USAGE_COLUMNS
+             + "WHERE account_id = ANY(%(ids)b::bytea[]) AND epoch_id >= %(oldest)s")
+_SQLITE_USAGE = _USAGE_COLUMNS + "WHERE account_id IN ({names}) AND epoch_id >= :oldest"
 _UPSERT_USAGE = ("INSERT INTO account_epochs (account_id, epoch_id, units, users) "
                  "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (account_id, epoch_id) DO UPDATE SET "
                  "units = account_epochs.units + excluded.units, "
@@ -148,20 +147,28 @@ class BatchAdmission:
         exclusive = {self.user_accounts[u] for u in first_users if u in self.user_accounts}
         exclusive |= {a for a, v in views.items() if v is not None}
         status: dict[bytes, str] = {}
-        if conn.dialect.name == "postgresql":  # one row at a time, in id order: no deadlock
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:  # one row at a time, in id order: no deadlock
             for account_id in wanted:
-                lock = _STATUS_FOR_UPDATE if account_id in exclusive else _STATUS_FOR_SHARE
-                row = conn.execute(lock, {"id": account_id}).first()
+                lock = _PG_STATUS_FOR_UPDATE if account_id in exclusive else _PG_STATUS_FOR_SHARE
+                row = conn.exec_driver_sql(lock, {"id": account_id}).first()
                 if row is not None:
                     status[account_id] = row.status
         else:  # BEGIN IMMEDIATE: this transaction is the only writer
-            status = {bytes(r.account_id): r.status
-                      for r in conn.execute(_STATUSES, {"ids": wanted})}
+            names, values = sqlite_in(wanted)
+            status = {bytes(r.account_id): r.status for r in conn.exec_driver_sql(
+                _SQLITE_STATUSES.format(names=names), values)}
         epoch_id = self.epoch_id
         oldest = min([epoch_id] + [v.last_epoch_id + 1 for v in views.values()
                                    if v is not None])
         usage: dict[bytes, list[int]] = {a: [0, 0] for a in wanted}
-        for used in conn.execute(_USAGE, {"ids": wanted, "oldest": oldest}):
+        if postgres:
+            used_rows = conn.exec_driver_sql(_PG_USAGE, {"ids": wanted, "oldest": oldest})
+        else:
+            names, values = sqlite_in(wanted)
+            used_rows = conn.exec_driver_sql(_SQLITE_USAGE.format(names=names),
+                                             {**values, "oldest": oldest})
+        for used in used_rows:
             account_id = bytes(used.account_id)
             view = views[account_id]
             if used.epoch_id == epoch_id:

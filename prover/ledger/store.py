@@ -298,7 +298,8 @@ class Ledger:
 
     def _lock_open_epoch(self, conn: Connection, *, rate_card_hash: bytes, bit_size: int,
                          epoch_seconds: int) -> EpochInfo:
-        row = conn.execute(_OPEN_EPOCH_FOR_SHARE).first()
+        row = conn.exec_driver_sql(
+            _PG_OPEN_EPOCH if self._postgres else _SQLITE_OPEN_EPOCH).first()
         if row is not None:
             return epoch_from_row(row)
         next_id = (conn.execute(select(func.max(epochs.c.id))).scalar() or 0) + 1
@@ -447,7 +448,8 @@ class Ledger:
             names, values = sqlite_in(keys)
             found = conn.exec_driver_sql(_SQLITE_FIND_KEYS.format(names=names),
                                          {"provider": self.provider_id, **values}).all()
-        # key digest -> (fingerprint, what a retry with that fingerprint gets back)
+        # key digest -> (fingerprint, its Stored: a retry with that fingerprint gets it back,
+        # as replayed)
         seen: dict[bytes, tuple[bytes, Stored]] = {
             bytes(key): (bytes(fingerprint), Stored(decode_receipt(bytes(wire)), replayed=True,
                                                     wire=bytes(wire), receipt_hash=bytes(digest)))
@@ -461,7 +463,10 @@ class Ledger:
             earlier = seen.get(item.key_digest)
             if earlier is not None:
                 if earlier[0] == item.fingerprint:
-                    outcomes.append(earlier[1])
+                    first = earlier[1]  # new in this batch: the retry gets it as replayed
+                    outcomes.append(first if first.replayed else Stored(
+                        first.receipt, replayed=True, wire=first.wire,
+                        receipt_hash=first.receipt_hash))
                 else:
                     outcomes.append(IdempotencyConflictError(
                         "this idempotency key was already used with a different payload"))
@@ -487,14 +492,14 @@ class Ledger:
             digest = keccak256(wire)
             state[item.user_id] = [receipt.seq, receipt.total_units, digest]
             touched.add(item.user_id)
-            seen[item.key_digest] = (item.fingerprint, Stored(receipt, replayed=True, wire=wire,
-                                                              receipt_hash=digest))
+            stored = Stored(receipt, replayed=False, wire=wire, receipt_hash=digest)
+            seen[item.key_digest] = (item.fingerprint, stored)
             new_rows.append((  # in _EVENT_COLUMNS order
                 self.provider_id, item.key_digest, item.fingerprint, epoch.id, item.user_id,
                 receipt.seq, receipt.model, receipt.encoding, receipt.input_tokens,
                 receipt.output_tokens, receipt.cached_input_tokens, receipt.reasoning_tokens,
                 receipt.units, receipt.total_units, digest, wire, receipt.timestamp_ms))
-            outcomes.append(Stored(receipt, replayed=False, wire=wire, receipt_hash=digest))
+            outcomes.append(stored)
         if new_rows:
             changed = sorted(touched)
             if self._postgres:  # one statement each, over arrays (no per-row round trips)
@@ -576,8 +581,12 @@ _PG_UPDATE_STATES = (
     "WHERE s.epoch_id = %(epoch)s::bigint AND s.user_id = v.user_id")
 # Built once: the statement of every ingest batch (built per batch, SQLAlchemy also made its
 # cache key each time).
-_OPEN_EPOCH_FOR_SHARE = (select(epochs).where(epochs.c.state == EPOCH_OPEN)
-                         .with_for_update(read=True))
+# The open epoch, read by every ingest transaction: driver-level text (a Core select cost
+# about 120 us of SQLAlchemy work per transaction, its cache key made each time). FOR SHARE
+# on PostgreSQL; on SQLite, BEGIN IMMEDIATE already excludes every other writer.
+_SQLITE_OPEN_EPOCH = (f"SELECT {', '.join(c.name for c in epochs.columns)} FROM epochs "  # noqa: S608
+                      f"WHERE state = '{EPOCH_OPEN}'")
+_PG_OPEN_EPOCH = _SQLITE_OPEN_EPOCH + " FOR SHARE"
 _SQLITE_INSERT_STATES = ("INSERT INTO user_states (epoch_id, user_id, seq, total_units, "
                          "last_hash) VALUES (?, ?, ?, ?, ?)")
 _SQLITE_UPDATE_STATES = ("UPDATE user_states SET seq = ?, total_units = ?, last_hash = ? "

@@ -16,8 +16,16 @@ the ratio (issue 16: unary >= 80 %, streaming >= 60 % of the echo, counts only; 
 scenarios, about 500 tokens per request, are reported the same way). Both servers run in this
 process and the clients in their own, so this process's CPU time during a run is the server's
 (``server_cpu_us_per_event``; with ``--target`` it is only the echo's, and left out for the
-real one). The machine is shared:
+real one; ``cpu_us_per_event_by_thread`` splits it: each server's event loop, the ingest
+writers, gRPC core's native threads). The machine is shared:
 the absolute figures move with its load, the same-run ratios are the measure.
+
+For the counts scenarios on SQLite it also reports ``bound``: the ratio a server would reach
+whose transport cost only the echo's CPU per event and whose ingest only the floor's
+(``bench.ingest.ingest_floor``, measured here at the mean batch size the real server formed
+in that scenario), both in one process bound to one core by the GIL:
+echo CPU / (echo CPU + floor CPU). It is a model, not a measurement of a server; it says how
+much of the goal any single-process implementation in CPython on SQLite could reach.
 """
 
 import argparse
@@ -25,6 +33,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -117,6 +126,78 @@ def run_load(target: str, api_key: str, loads: list[list[bytes]], *, mode: str,
     return {"events": total, "ok": ok, "seconds": round(elapsed, 3),
             "per_second": round(total / elapsed, 1),
             "server_cpu_us_per_event": round(cpu / total * 1e6, 1)}
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of this process, by native thread id
+    (/proc/self/task; Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def cpu_by_thread(before: dict[int, float], after: dict[int, float], events: int,
+                  names: dict[int, str]) -> dict[str, float]:
+    """Each group's CPU microseconds per event between two :func:`thread_cpu` snapshots:
+    the threads ``names`` labels, the Python threads by name (the ingest writers together),
+    and every other thread (gRPC core's native threads) as ``native``."""
+    python = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    groups: dict[str, float] = {}
+    for tid, seconds in after.items():
+        used = seconds - before.get(tid, 0.0)
+        if used <= 0:
+            continue
+        label = names.get(tid) or python.get(tid, "native")
+        if label.startswith("zkmeter-ingest"):
+            label = "ingest writers"
+        groups[label] = groups.get(label, 0.0) + used
+    return {label: round(seconds * 1e6 / events, 1)
+            for label, seconds in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
+class BatchCounter:
+    """Counts the ledger transactions (``Meter.record_batch`` calls) of a run and their
+    events."""
+
+    def __init__(self) -> None:
+        self.calls = self.events = 0
+
+    def reset(self) -> None:
+        self.calls = self.events = 0
+
+    def mean(self) -> float:
+        return round(self.events / self.calls, 1) if self.calls else 0.0
+
+    def counting(self, record_batch: Callable[[list[Any]], list[Any]]
+                 ) -> Callable[[list[Any]], list[Any]]:
+        def counted(requests: list[Any]) -> list[Any]:
+            self.calls += 1
+            self.events += len(requests)
+            return record_batch(requests)
+        return counted
+
+
+def floor_bound(entry: dict[str, Any], tmp: str) -> dict[str, Any]:
+    """The module docstring's ``bound`` for one scenario: the ingest floor measured at the
+    real server's mean batch size, against the echo's CPU per event of the same run."""
+    from pathlib import Path
+
+    from bench.ingest import ingest_floor
+
+    batch = max(1, round(entry["zkmeter"]["mean_batch"]))
+    floor = ingest_floor(Path(tmp) / f"floor-{batch}-{os.urandom(4).hex()}.sqlite",
+                         events=max(2_000, 20 * batch), batch=batch, users=97)
+    echo_cpu = entry["echo"]["server_cpu_us_per_event"]
+    return {"batch": batch, "floor_cpu_us_per_event": round(floor["cpu_us_per_event"], 1),
+            "echo_cpu_us_per_event": echo_cpu,
+            "ratio": round(echo_cpu / (echo_cpu + floor["cpu_us_per_event"]), 3)}
 
 
 class LoopThread:
@@ -266,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server: Any = None
     services: Any = None
+    batches = BatchCounter()
     if args.target:
         target, key = args.target, os.environ["ZKMETER_BENCH_API_KEY"]
         database = "external"
@@ -284,11 +366,17 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(97):  # usage needs a billing account
             services.accounts.register_user(f"user-{i}", account.account_id)
         key = new_api_key()
+        services.meter.record_batch = batches.counting(services.meter.record_batch)
         server = ServerThread(services, api_key_hashes=[hash_api_key(key)],
                               writers=1 if url.startswith("sqlite") else 4)
         settle_gc()  # as `zkmeter serve` does once started (this process serves both)
         target, database = server.target, url.split(":", 1)[0]
     echo = EchoServer()
+    loop_names: dict[int, str] = {}
+    for loop_thread, label in ((echo.loops.thread, "echo event loop"),
+                               (getattr(server, "thread", None), "zkmeter event loop")):
+        if loop_thread is not None and loop_thread.native_id is not None:
+            loop_names[loop_thread.native_id] = label
     run_tag = os.urandom(4).hex()
     report: dict[str, Any] = {
         "database": database, "clients": args.clients, "inflight_per_client": args.inflight,
@@ -311,13 +399,23 @@ def main(argv: list[str] | None = None) -> int:
                 loads = [encoded_requests(c, n, with_text, tag) for c in range(args.clients)]
                 echo.response = sample_response(
                     target, key, encoded_requests(999, 1, with_text, tag + "-sample")[0])
+                before = thread_cpu()
                 bare = run_load(echo.target, key, loads, mode=mode, inflight=args.inflight,
                                 connections=args.connections)
+                bare["cpu_us_per_event_by_thread"] = cpu_by_thread(
+                    before, thread_cpu(), bare["events"], loop_names)
                 spy = start_profiler(args.profile, name) if args.profile else None
+                batches.reset()
+                before = thread_cpu()
                 real = run_load(target, key, loads, mode=mode, inflight=args.inflight,
                                 connections=args.connections)
+                if not args.target:
+                    real["cpu_us_per_event_by_thread"] = cpu_by_thread(
+                        before, thread_cpu(), real["events"], loop_names)
                 if args.target:  # the server is another process: this one only waited
                     del real["server_cpu_us_per_event"]
+                else:
+                    real["transactions"], real["mean_batch"] = batches.calls, batches.mean()
                 profile = stop_profiler(spy, real["events"]) if spy else None
                 ratio = real["per_second"] / bare["per_second"]
                 entry: dict[str, Any] = {
@@ -335,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
             services.close()
+    if not args.target:
+        try:
+            if database == "sqlite":
+                for name in ("unary_counts", "stream_counts"):
+                    if name in report:
+                        report[name]["bound"] = floor_bound(report[name], tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     report["load_avg_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
     return 0

@@ -22,7 +22,11 @@ ratio to it under ``ratios``:
 * raw tiktoken: ``encode_ordinary`` on the same strings, one thread (the in-process text path,
   goal >= 80 %) and in ``--workers`` processes (the text path that counts in a worker process
   while writer threads sign and store);
-* SQLite under the same load, for PostgreSQL (goal >= 80 %).
+* SQLite under the same load, for PostgreSQL (goal >= 80 %);
+
+and the floor of the counts-only core on SQLite (``ingest_floor``): what any durable ingest
+in CPython on SQLite must do per event, with nothing else around it (its ratio to raw signing
+bounds the first goal; the core's ratio to it is the core's own overhead).
 
 The machine may be shared: the absolute figures move with its load, the same-run ratios are
 the measure. Every figure is durable: each transaction is committed with
@@ -50,10 +54,30 @@ import psycopg
 from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 from nacl.signing import SigningKey
 
+from circuits.hashing import keccak256
 from prover.accounts.registry import AccountRegistry
 from prover.ledger import Ledger
-from prover.metering import Meter, UsageRequest
+from prover.ledger.store import (  # the ledger's own statements, for the floor
+    _SQLITE_FIND_KEYS,
+    _SQLITE_INSERT_EVENTS,
+    _SQLITE_INSERT_STATES,
+    _SQLITE_STATES,
+    _SQLITE_UPDATE_STATES,
+)
+from prover.metering import FINGERPRINT_LABEL, Meter, UsageRequest
 from prover.ratecard import load_rate_card
+from verifier.receipts import (  # the canonical layout, for the floor
+    _HEAD,
+    _MID,
+    _TAIL,
+    _U16,
+    IDEMPOTENCY_LABEL,
+    RECEIPT_DOMAIN,
+    RECEIPT_KEY_LABEL,
+    RECEIPT_VERSION,
+    decode_receipt,
+    verify_signature,
+)
 from verifier.tokens import Message, get_encoding
 
 SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
@@ -126,11 +150,95 @@ def raw_ed25519(count: int, message_bytes: int) -> dict[str, float]:
     secret64 = crypto_sign_seed_keypair(SEED)[1]
     messages = [i.to_bytes(8, "big") * (message_bytes // 8 + 1) for i in range(count)]
     messages = [m[:message_bytes] for m in messages]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for m in messages:
         crypto_sign(m, secret64)
     elapsed = time.perf_counter() - start
-    return {"signatures_per_s": count / elapsed, "message_bytes": message_bytes}
+    return {"signatures_per_s": count / elapsed, "message_bytes": message_bytes,
+            "cpu_us_per_signature": 1e6 * (time.process_time() - cpu) / count}
+
+
+def ingest_floor(path: Path, *, events: int, batch: int, users: int) -> dict[str, float]:
+    """The floor of the counts-only core on SQLite: per event only what a durable ingest must
+    do (the idempotency key's two digests and the payload fingerprint, the receipt's canonical
+    bytes, its signature and hash, a row), per batch one salt draw, the key and chain-state
+    look-ups, the inserts and updates and a durable commit, with the ledger's own schema
+    (migrations), statements and pragmas, on a raw ``sqlite3`` connection; nothing else (no
+    request objects or validation, no admission, epoch lock or SQLAlchemy). Checks that its
+    last receipt decodes and verifies and that every event was stored."""
+    provider, secret64 = crypto_sign_seed_keypair(SEED)
+    Ledger.from_url(f"sqlite:///{path}", provider_id=provider, run_migrations=True).dispose()
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
+        db.execute(f"PRAGMA {pragma}")
+    db.execute("INSERT INTO epochs (id, state, window_start_ms, planned_end_ms, rate_card_hash,"
+               " bit_size) VALUES (1, 'open', 0, 1, ?, 32)", (bytes(32),))
+    digest_key, fingerprint_key, rate_card = (bytes([k]) * 32 for k in (1, 2, 3))
+    head = _HEAD.pack(RECEIPT_DOMAIN, RECEIPT_VERSION, 0, provider, 1)
+    model, encoding = "gpt-4o", ""
+    middle = b"".join((_U16.pack(len(model)), model.encode(), bytes((0,))))
+    zero = bytes(32)
+
+    def run(prefix: str, count: int) -> tuple[float, float, bytes]:
+        wire = b""
+        start, cpu = time.perf_counter(), time.process_time()
+        for first in range(0, count, batch):
+            n = min(batch, count - first)
+            salts = os.urandom(32 * n)
+            keys = [f"{prefix}-{i}".encode() for i in range(first, first + n)]
+            ids = [f"user-{i % users}" for i in range(first, first + n)]
+            digests = [keccak256(IDEMPOTENCY_LABEL, k) for k in keys]
+            names = sorted(set(ids))
+            db.execute("BEGIN IMMEDIATE")
+            in_keys = ", ".join(f":v{j}" for j in range(n))
+            db.execute(_SQLITE_FIND_KEYS.format(names=in_keys),
+                       {"provider": provider, **{f"v{j}": d for j, d in enumerate(digests)}}
+                       ).fetchall()
+            in_users = ", ".join(f":v{j}" for j in range(len(names)))
+            state = {u: [seq, total, last] for u, seq, total, last in db.execute(
+                _SQLITE_STATES.format(names=in_users),
+                {"epoch": 1, **{f"v{j}": u for j, u in enumerate(names)}})}
+            fresh = {u for u in names if u not in state}
+            for u in fresh:
+                state[u] = [0, 0, zero]
+            rows = []
+            for j in range(n):
+                user, key, i = ids[j], keys[j], first + j
+                seq, total, last = state[user]
+                seq, units = seq + 1, 1_000 + i % 97
+                total += units
+                user_bytes = user.encode()
+                fingerprint = keccak256(fingerprint_key, FINGERPRINT_LABEL, user_bytes, key)
+                body = b"".join((
+                    head, _U16.pack(len(user_bytes)), user_bytes,
+                    _MID.pack(seq, last, keccak256(RECEIPT_KEY_LABEL, digest_key,
+                                                   len(key).to_bytes(4, "big"), key)),
+                    middle, _TAIL.pack(400, 100, 0, 1, units, total, rate_card,
+                                       salts[32 * j : 32 * j + 32], zero, zero, 123)))
+                wire = body + crypto_sign(body, secret64)[:64]
+                digest = keccak256(wire)
+                state[user] = [seq, total, digest]
+                rows.append((provider, digests[j], fingerprint, 1, user, seq, model, encoding,
+                             400, 100, 0, 1, units, total, digest, wire, 123))
+            db.executemany(_SQLITE_INSERT_EVENTS, rows)
+            touched = sorted({row[4] for row in rows})
+            db.executemany(_SQLITE_INSERT_STATES,
+                           [(1, u, *state[u]) for u in touched if u in fresh])
+            db.executemany(_SQLITE_UPDATE_STATES,
+                           [(*state[u], 1, u) for u in touched if u not in fresh])
+            db.execute("COMMIT")
+        return (count / (time.perf_counter() - start),
+                1e6 * (time.process_time() - cpu) / count, wire)
+
+    run("warm", batch)
+    rate, cpu_us, last = run("floor", events)
+    stored = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    db.close()
+    receipt = decode_receipt(last)
+    verify_signature(receipt, provider_id=provider)
+    if stored != events + batch or len(last) != len(receipt.signed_bytes()) + 64:
+        raise RuntimeError("the floor did not store what it signed")
+    return {"events_per_s": rate, "cpu_us_per_event": cpu_us}
 
 
 def _meter(url: str, *, migrate: bool, count_workers: int = 0) -> Meter:
@@ -232,9 +340,12 @@ def bench_backend(url: str, *, events: int, batch: int, users: int, workers: int
     sample = meter.record(_counts("size", 1, users)[0]).receipt
     single_n = max(200, events // 20)
     text_single_n = max(100, len(texts) // 10)
+    cpu = time.process_time()
+    counts_batched = _run(meter, _counts("cb", events, users), batch)
     result = {
         "receipt_signed_bytes": len(sample.signed_bytes()),
-        "counts_only_batched_events_per_s": _run(meter, _counts("cb", events, users), batch),
+        "counts_only_batched_events_per_s": counts_batched,
+        "counts_only_batched_cpu_us_per_event": 1e6 * (time.process_time() - cpu) / events,
         "counts_only_single_events_per_s": _run(meter, _counts("cs", single_n, users), 1),
         "text_batched_events_per_s": _run(meter, _texted("tb", texts, users), batch),
         "text_single_events_per_s": _run(meter, _texted("ts", texts[:text_single_n], users), 1),
@@ -279,6 +390,7 @@ def _ratio(value: float, baseline: float, goal: float | None = None) -> dict[str
 def ratios(report: dict[str, Any], workers: int) -> dict[str, Any]:
     """Each figure against its same-run baseline (issue 16's goals where it sets one)."""
     sign = report["raw_ed25519"]["signatures_per_s"]
+    floor = report["sqlite_floor"]["events_per_s"]
     raw = report["raw_tiktoken"]["events_per_s"]
     raw_n = report.get(f"raw_tiktoken_{workers}_processes", {}).get("events_per_s")
     out: dict[str, Any] = {}
@@ -295,6 +407,9 @@ def ratios(report: dict[str, Any], workers: int) -> dict[str, Any]:
             if multi is not None:
                 out[f"{backend}_text_{workers}_processes_vs_raw_tiktoken_{workers}_processes"] = (
                     _ratio(multi, raw_n))
+    out["sqlite_floor_vs_raw_ed25519"] = _ratio(floor, sign)  # the most the core could reach
+    out["sqlite_counts_only_vs_floor"] = _ratio(
+        report["sqlite"]["counts_only_batched_events_per_s"], floor)
     if len(backends) == 2:
         pg, lite = report["postgresql"], report["sqlite"]
         out["postgresql_vs_sqlite_counts_only"] = _ratio(
@@ -331,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                             **bench_backend(url, events=args.events, batch=args.batch,
                                             users=args.users, workers=args.workers,
                                             texts=texts)}
+        report["sqlite_floor"] = ingest_floor(Path(tmp) / "floor.sqlite", events=args.events,
+                                              batch=args.batch, users=args.users)
     conn = None if args.no_postgres else _pg_admin(args.postgres)
     if conn is None:
         report["postgresql"] = {"skipped": "no PostgreSQL server reachable"}

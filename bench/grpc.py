@@ -16,7 +16,8 @@ the ratio (issue 16: unary >= 80 %, streaming >= 60 % of the echo, counts only; 
 scenarios, about 500 tokens per request, are reported the same way). Both servers run in this
 process and the clients in their own, so this process's CPU time during a run is the server's
 (``server_cpu_us_per_event``; with ``--target`` it is only the echo's, and left out for the
-real one; ``cpu_us_per_event_by_thread`` splits it: each server's event loop, the ingest
+real one; with ``--ingest-process`` the ledger transactions run in a child process, whose CPU
+is not in it; ``cpu_us_per_event_by_thread`` splits it: each server's event loop, the ingest
 writers, gRPC core's native threads). The machine is shared:
 the absolute figures move with its load, the same-run ratios are the measure.
 
@@ -141,6 +142,13 @@ def thread_cpu() -> dict[int, float]:
             continue
         out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
     return out
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far (/proc; Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_thread(before: dict[int, float], after: dict[int, float], events: int,
@@ -335,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure an already running zkmeter serve (ZKMETER_BENCH_API_KEY) "
                              "instead of starting one")
     parser.add_argument("--only", default=None, help="comma-separated scenarios to run")
+    parser.add_argument("--ingest-process", action="store_true",
+                        help="the ledger transactions in their own process, as "
+                             "ZKMETER_INGEST_PROCESS=true does (prover/api/ingest_process.py)")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="sample this process (the server) with py-spy during each real "
                              "scenario; raw stacks to DIR, top entries per event in the report")
@@ -347,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server: Any = None
     services: Any = None
+    ingest: Any = None
     batches = BatchCounter()
     if args.target:
         target, key = args.target, os.environ["ZKMETER_BENCH_API_KEY"]
@@ -366,9 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(97):  # usage needs a billing account
             services.accounts.register_user(f"user-{i}", account.account_id)
         key = new_api_key()
-        services.meter.record_batch = batches.counting(services.meter.record_batch)
-        server = ServerThread(services, api_key_hashes=[hash_api_key(key)],
-                              writers=1 if url.startswith("sqlite") else 4)
+        if args.ingest_process:
+            from prover.api.ingest_process import IngestProcess
+
+            ingest = IngestProcess.start(settings)
+            record = batches.counting(ingest.record_batch)
+        else:
+            record = batches.counting(services.meter.record_batch)
+        server = ServerThread(services, api_key_hashes=[hash_api_key(key)], record_batch=record,
+                              writers=1 if url.startswith("sqlite") or ingest else 4)
         settle_gc()  # as `zkmeter serve` does once started (this process serves both)
         target, database = server.target, url.split(":", 1)[0]
     echo = EchoServer()
@@ -380,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     run_tag = os.urandom(4).hex()
     report: dict[str, Any] = {
         "database": database, "clients": args.clients, "inflight_per_client": args.inflight,
+        "ingest_process": bool(args.ingest_process),
         "durable": True, "load_avg_at_start": round(os.getloadavg()[0], 2),
         "note": "shared machine: compare the same-run ratios, not the absolute figures"}
     wanted = set(args.only.split(",")) if args.only else None
@@ -407,11 +426,15 @@ def main(argv: list[str] | None = None) -> int:
                 spy = start_profiler(args.profile, name) if args.profile else None
                 batches.reset()
                 before = thread_cpu()
+                child_before = process_cpu(ingest.pid) if ingest is not None else 0.0
                 real = run_load(target, key, loads, mode=mode, inflight=args.inflight,
                                 connections=args.connections)
                 if not args.target:
                     real["cpu_us_per_event_by_thread"] = cpu_by_thread(
                         before, thread_cpu(), real["events"], loop_names)
+                if ingest is not None:
+                    real["ingest_process_cpu_us_per_event"] = round(
+                        (process_cpu(ingest.pid) - child_before) * 1e6 / real["events"], 1)
                 if args.target:  # the server is another process: this one only waited
                     del real["server_cpu_us_per_event"]
                 else:
@@ -433,9 +456,11 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
             services.close()
+        if ingest is not None:
+            ingest.close()
     if not args.target:
         try:
-            if database == "sqlite":
+            if database == "sqlite" and not args.ingest_process:  # the model is one process
                 for name in ("unary_counts", "stream_counts"):
                     if name in report:
                         report[name]["bound"] = floor_bound(report[name], tmp)

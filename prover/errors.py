@@ -4,6 +4,14 @@ Transport code maps them to status codes; the suggested gRPC code is given for e
 message of any of them ever contains prompt or completion text.
 """
 
+from typing import Any
+
+
+def _rebuild(cls: type, message: str, keywords: dict[str, Any]) -> Exception:
+    """An error with keyword-only fields, unpickled (they cross the ingest process's pipe)."""
+    error: Exception = cls(message, **keywords)
+    return error
+
 
 class MeteringError(Exception):
     """Base class of every error raised by the metering core."""
@@ -48,6 +56,10 @@ class PrepaidLimitError(MeteringError):
         self.account_id = account_id
         self.remaining_units = remaining_units
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by the ingest process
+        return (_rebuild, (type(self), str(self), {"account_id": self.account_id,
+                                                   "remaining_units": self.remaining_units}))
+
 
 class EscrowUnavailableError(MeteringError):
     """The account's escrow could not be read (the chain did not answer in time, or answered
@@ -57,6 +69,9 @@ class EscrowUnavailableError(MeteringError):
     def __init__(self, message: str, *, account_id: bytes) -> None:
         super().__init__(message)
         self.account_id = account_id
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by the ingest process
+        return (_rebuild, (type(self), str(self), {"account_id": self.account_id}))
 
 
 class AccountLeafLimitError(MeteringError):

@@ -584,10 +584,12 @@ def _observe_stream(outcomes: Sequence[Stored | Exception], elapsed: float) -> N
 class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
     """MeterService: ingest for gateways."""
 
-    def __init__(self, services: Services, *, writers: int = 1) -> None:
+    def __init__(self, services: Services, *, writers: int = 1,
+                 record_batch: Callable[[list[UsageRequest]], list[Any]] | None = None
+                 ) -> None:
         self.services = services
         self.meter = services.meter
-        self.batcher = IngestBatcher(self.meter.record_batch, writers=writers)
+        self.batcher = IngestBatcher(record_batch or self.meter.record_batch, writers=writers)
 
     async def RecordUsage(self, request: meter_pb2.RecordUsageRequest,
                           context: grpc.aio.ServicerContext) -> meter_pb2.RecordUsageResponse:
@@ -959,13 +961,16 @@ async def create_server(
     tls: TlsFiles | None = None,
     writers: int = 1,
     reuse_port: bool = False,
+    record_batch: Callable[[list[UsageRequest]], list[Any]] | None = None,
 ) -> RunningServer:
     """Build, bind and start the gRPC server (``bind`` may end in ``:0`` for a free port).
 
     ``writers``: concurrent ledger transactions for ingest (1 suits SQLite's single writer;
     PostgreSQL takes more). ``reuse_port``: bind with SO_REUSEPORT, so several server
     processes share the port (``zkmeter serve --workers``); off by default, so a port in use
-    is an error rather than a silently shared listener."""
+    is an error rather than a silently shared listener. ``record_batch``: what records the
+    batches instead of ``services.meter.record_batch`` (the ingest process's, one writer:
+    prover/api/ingest_process.py)."""
     server = grpc.aio.server(
         # the API key first, then decoding: an unauthenticated caller learns nothing more
         interceptors=[TransportInterceptor(api_key_hashes)],
@@ -973,7 +978,7 @@ async def create_server(
                  ("grpc.max_send_message_length", 64 * 1024 * 1024),
                  ("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
-    meter = MeterServicer(services, writers=writers)
+    meter = MeterServicer(services, writers=writers, record_batch=record_batch)
     meter_pb2_grpc.add_MeterServiceServicer_to_server(meter, server)
     epoch_pb2_grpc.add_EpochServiceServicer_to_server(EpochServicer(services), server)
     health = health_aio.HealthServicer()

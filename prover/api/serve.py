@@ -9,12 +9,14 @@ import gc
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from prover.api.grpc_server import RunningServer, TlsFiles, create_server
 from prover.api.http import create_http_app, create_metrics_app
 from prover.api.http_server import uvicorn_config
+from prover.api.ingest_process import IngestProcess, IngestProcessError
 from prover.app import Services
 from prover.config import Settings
 from prover.errors import ConfigError
@@ -96,15 +98,48 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             break
+    ingest: IngestProcess | None = None
+    if settings.ingest_process:
+        given = (services.meter.ledger.gate.escrow is not None
+                 and services.chain_escrow is None)
+        ingest = await asyncio.to_thread(IngestProcess.start, settings, escrow_given=given)
+    try:
+        await _serve(services, stop, started, worker, workers, ingest)
+    finally:
+        if ingest is not None:
+            await asyncio.to_thread(ingest.close)
+
+
+async def _serve(services: Services, stop: asyncio.Event,
+                 started: "asyncio.Future[Endpoints] | None", worker: int, workers: int,
+                 ingest: IngestProcess | None) -> None:
+    settings = services.settings
     running = await create_server(services, bind=settings.grpc_bind,
                                   api_key_hashes=settings.api_key_hashes,
                                   max_message_bytes=settings.max_message_bytes,
                                   tls=tls_files(settings),
-                                  writers=ingest_writers(settings),
-                                  reuse_port=workers > 1)
-    if worker > 0:
-        await _serve_grpc_only(running, stop, worker, workers, settings.shutdown_grace_seconds)
-        return
+                                  writers=1 if ingest is not None else ingest_writers(settings),
+                                  reuse_port=workers > 1,
+                                  record_batch=None if ingest is None else ingest.record_batch)
+    ended = (asyncio.create_task(asyncio.to_thread(ingest.join)) if ingest is not None
+             else asyncio.create_task(asyncio.Event().wait()))
+    try:
+        if worker > 0:
+            await _serve_grpc_only(running, stop, ended, worker, workers,
+                                   settings.shutdown_grace_seconds)
+        else:
+            await _serve_all(services, running, stop, started, ended, workers)
+    finally:
+        ended.cancel()
+    if ingest is not None and not ingest.closing and ended.done() and not ended.cancelled():
+        raise IngestProcessError("the ingest process ended while serving (exit code "
+                                 f"{ended.result()})")
+
+
+async def _serve_all(services: Services, running: RunningServer, stop: asyncio.Event,
+                     started: "asyncio.Future[Endpoints] | None",
+                     ended: "asyncio.Task[Any]", workers: int) -> None:
+    settings = services.settings
     host, port = split_bind(settings.http_bind)
     config = uvicorn_config(create_http_app(services), host=host, port=port,
                             header_timeout=settings.http_header_timeout_seconds,
@@ -145,8 +180,10 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
     # uvicorn handles SIGINT/SIGTERM itself while it serves (then re-raises them): either
     # the stop event or the HTTP server ending starts the drain.
     stop_task = asyncio.create_task(stop.wait())
-    await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({stop_task, http_task, ended}, return_when=asyncio.FIRST_COMPLETED)
     stop_task.cancel()
+    if ended.done():
+        log.error("zkmeter: the ingest process ended; stopping")
     log.info("zkmeter: draining (grace %.1f s)", settings.shutdown_grace_seconds)
     await running.stop(settings.shutdown_grace_seconds)
     http.should_exit = True
@@ -155,9 +192,14 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
     await metrics_task
 
 
-async def _serve_grpc_only(running: RunningServer, stop: asyncio.Event, worker: int,
-                           workers: int, grace: float) -> None:
+async def _serve_grpc_only(running: RunningServer, stop: asyncio.Event,
+                           ended: "asyncio.Task[Any]", worker: int, workers: int,
+                           grace: float) -> None:
     log.info("zkmeter serving gRPC on port %d (worker %d of %d)", running.port, worker, workers)
-    await stop.wait()
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({stop_task, ended}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    if ended.done():
+        log.error("zkmeter: worker %d's ingest process ended; stopping", worker)
     log.info("zkmeter: worker %d draining (grace %.1f s)", worker, grace)
     await running.stop(grace)

@@ -23,7 +23,7 @@ ends while serving fails the batch in flight and every later one with :class:`Le
 (gRPC UNAVAILABLE; the idempotency key makes the caller's retry safe) and the serving
 process stops (``zkmeter serve`` exits non-zero) so that its supervisor restarts it. The
 child ignores SIGINT and SIGTERM: it ends when the serving process closes the pipe after
-its drain, or when the pipe breaks.
+its drain (killed if it has not ended 30 s later), or when the pipe breaks.
 """
 
 import logging
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 class IngestProcessError(MeteringError):
     """The ingest process ended while the server was serving (the server stops)."""
+
 
 START_TIMEOUT_SECONDS = 120.0  # migrations, the tokenizer and the escrow's first read
 STOP_TIMEOUT_SECONDS = 30.0  # a transaction in flight finishes before the child ends
@@ -122,7 +123,7 @@ class IngestProcess:
         process.start()
         child.close()
         if not parent.poll(START_TIMEOUT_SECONDS):
-            process.terminate()
+            process.kill()  # it ignores SIGTERM
             raise ConfigError("the ingest process did not start in "
                               f"{START_TIMEOUT_SECONDS:.0f} s")
         try:
@@ -152,6 +153,8 @@ class IngestProcess:
     def record_batch(self, requests: Sequence[Any]) -> list[Any]:
         """``Meter.record_batch`` in the child: one outcome per request, in order."""
         with self._lock:
+            if self._closing:
+                raise LedgerError("the ingest process is closed")
             if self._broken is not None:
                 raise LedgerError(f"the ingest process is gone ({self._broken})")
             try:
@@ -170,14 +173,14 @@ class IngestProcess:
 
     def close(self) -> None:
         """End the child: close the pipe (it finishes a transaction in flight first), wait,
-        then terminate it if it does not end."""
+        then kill it if it has not ended in STOP_TIMEOUT_SECONDS."""
         self._closing = True
         with self._lock:
             self._conn.close()
         self._process.join(STOP_TIMEOUT_SECONDS)
         if self._process.is_alive():
-            log.warning("zkmeter: the ingest process did not end; terminating it")
-            self._process.terminate()
+            log.warning("zkmeter: the ingest process did not end; killing it")
+            self._process.kill()  # it ignores SIGTERM
             self._process.join(5)
 
     @property

@@ -218,7 +218,7 @@ def test_records_in_the_child_and_errors_cross_the_pipe(database_url):
     finally:
         services.close()
     assert not ingest.alive() and ingest.join(5) is not None
-    with pytest.raises(LedgerError, match="gone"):
+    with pytest.raises(LedgerError, match="closed"):
         ingest.record_batch([])
     # the errors with keyword-only fields survive pickling, fields and all
     limit = pickle.loads(pickle.dumps(PrepaidLimitError("over", account_id=b"\x01" * 32,

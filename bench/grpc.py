@@ -132,21 +132,23 @@ def run_load(target: str, api_key: str, loads: list[list[bytes]], *, mode: str,
 def thread_cpu() -> dict[int, float]:
     """CPU seconds (user + system) of every thread of this process, by native thread id
     (/proc/self/task; Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = _stat_cpu(f"/proc/self/task/{tid}/stat")
         except OSError:  # the thread ended meanwhile
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
     return out
 
 
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) of process ``pid`` so far (/proc; Linux)."""
-    with open(f"/proc/{pid}/stat") as f:
+    return _stat_cpu(f"/proc/{pid}/stat")
+
+
+def _stat_cpu(path: str) -> float:
+    """utime + stime of a /proc stat file, in seconds."""
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -57,6 +57,7 @@ from nacl.signing import SigningKey
 from circuits.hashing import keccak256
 from prover.accounts.registry import AccountRegistry
 from prover.ledger import Ledger
+from prover.ledger.schema import sqlite_in
 from prover.ledger.store import (  # the ledger's own statements, for the floor
     _SQLITE_FIND_KEYS,
     _SQLITE_INSERT_EVENTS,
@@ -190,14 +191,12 @@ def ingest_floor(path: Path, *, events: int, batch: int, users: int) -> dict[str
             digests = [keccak256(IDEMPOTENCY_LABEL, k) for k in keys]
             names = sorted(set(ids))
             db.execute("BEGIN IMMEDIATE")
-            in_keys = ", ".join(f":v{j}" for j in range(n))
+            in_keys, key_values = sqlite_in(digests)
             db.execute(_SQLITE_FIND_KEYS.format(names=in_keys),
-                       {"provider": provider, **{f"v{j}": d for j, d in enumerate(digests)}}
-                       ).fetchall()
-            in_users = ", ".join(f":v{j}" for j in range(len(names)))
+                       {"provider": provider, **key_values}).fetchall()
+            in_users, user_values = sqlite_in(names)
             state = {u: [seq, total, last] for u, seq, total, last in db.execute(
-                _SQLITE_STATES.format(names=in_users),
-                {"epoch": 1, **{f"v{j}": u for j, u in enumerate(names)}})}
+                _SQLITE_STATES.format(names=in_users), {"epoch": 1, **user_values})}
             fresh = {u for u in names if u not in state}
             for u in fresh:
                 state[u] = [0, 0, zero]

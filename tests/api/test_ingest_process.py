@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import httpx
@@ -23,8 +22,9 @@ from prover.app import build_services
 from prover.config import Settings
 from prover.errors import ConfigError, EscrowUnavailableError, LedgerError, PrepaidLimitError
 from prover.metering import UsageRequest
+from tests.api.test_grpc_hostile import database_url  # noqa: F401 - the fixture
 from tests.api.test_serve import server_env, wait_until  # noqa: F401 - the fixture
-from tests.postgres import temporary_database
+from tests.faults.test_close_races import alive, cmdline, descendants
 from verifier.receipts import ReceiptChainError, decode_receipt, verify_chain, verify_signature
 from verifier.tokens import Message
 from zkmeter.client import Client, usage_request
@@ -32,36 +32,20 @@ from zkmeter.client import Client, usage_request
 PAYER = b"\xa1" * 20
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found += [int(c) for c in text]
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def _ingest_child(pid: int) -> int:
     """The serving process's ingest child (a spawned child; not the resource tracker)."""
-    spawned = [c for c in _children(pid) if "spawn_main" in _cmdline(c)]
+    spawned = [c for c in descendants(pid) if "spawn_main" in cmdline(c)]
     assert len(spawned) == 1, spawned
     return spawned[0]
 
 
 def _gone(pid: int, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat")
-        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return True
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
-    return False
+    return True
 
 
 @pytest.fixture()
@@ -173,16 +157,7 @@ def test_start_up_errors_and_refusals(tmp_path):
         IngestProcess.start(settings, escrow_given=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'x.sqlite'}"
-    else:
-        with temporary_database("zkmeter_ingest_process") as url:
-            yield url
-
-
-def test_records_in_the_child_and_errors_cross_the_pipe(database_url):
+def test_records_in_the_child_and_errors_cross_the_pipe(database_url):  # noqa: F811
     settings = Settings(database_url=database_url,
                         signing_key="e1" + "".join(f"{i:02x}" for i in range(31)))
     services = build_services(settings)  # the serving process's view of the same database

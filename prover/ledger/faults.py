@@ -88,13 +88,20 @@ class DeadlineConnection(psycopg.Connection[Any]):
 
 def postgres_connect(timeouts: DbTimeouts) -> Callable[..., DeadlineConnection]:
     """A connect function for SQLAlchemy's ``do_connect`` event: psycopg with the connect
-    timeout, the server-side statement timeout and the client-side deadline."""
+    timeout, the server-side statement timeout, the client-side deadline, and a plan made for
+    each execution (``plan_cache_mode=force_custom_plan``).
+
+    psycopg prepares a statement on its sixth run; PostgreSQL may then keep one generic plan,
+    made for the tables as they were, until the next ANALYZE. Made while the events table was
+    small, it scanned the whole table on every idempotency-key look-up (docs/metering.md: 70-540
+    ms a batch at 40,000 rows without autovacuum). Planning our statements costs far less."""
     statement_ms = max(1, round(timeouts.statement_seconds * 1000))
 
     def connect(*cargs: Any, **cparams: Any) -> DeadlineConnection:
         cparams.setdefault("connect_timeout", timeouts.connect_seconds)
         options = cparams.get("options", "")
-        cparams["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
+        cparams["options"] = (f"{options} -c statement_timeout={statement_ms} "
+                              "-c plan_cache_mode=force_custom_plan").strip()
         conn = DeadlineConnection.connect(*cargs, **cparams)
         conn.deadline_seconds = timeouts.deadline_seconds
         return conn

@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     from nacl.signing import SigningKey
 
     from prover.api.grpc_server import hash_api_key, new_api_key
-    from prover.api.serve import settle_gc
+    from prover.api.serve import ingest_writers, settle_gc
 
     server: Any = None
     services: Any = None
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             record = batches.counting(services.meter.record_batch)
         server = ServerThread(services, api_key_hashes=[hash_api_key(key)], record_batch=record,
-                              writers=1 if url.startswith("sqlite") or ingest else 4)
+                              writers=ingest_writers(settings))
         settle_gc()  # as `zkmeter serve` does once started (this process serves both)
         target, database = server.target, url.split(":", 1)[0]
     echo = EchoServer()

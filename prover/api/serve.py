@@ -74,9 +74,23 @@ def tls_files(settings: Settings) -> TlsFiles | None:
 
 
 def ingest_writers(settings: Settings) -> int:
-    """Concurrent ingest transactions: SQLite has one writer, PostgreSQL takes several."""
-    url = settings.database_url.get_secret_value()
-    return 1 if url.startswith("sqlite") else 4
+    """Concurrent ingest transactions of one serving process (``ZKMETER_INGEST_WRITERS``).
+
+    One by default on both backends: the batcher then forms the largest transactions (group
+    commit), and each transaction's fixed cost (a dozen round trips on PostgreSQL) is paid
+    once per batch. Four writers on PostgreSQL made batches of 7 unary calls instead of 30 and
+    cost 40 % of unary calls/s (docs/metering.md). More than one needs PostgreSQL (SQLite has
+    a single writer) and the transactions in this process (the ingest process runs one at a
+    time); a database far away, where a transaction waits longer on the network, may want
+    more."""
+    writers = settings.ingest_writers
+    if writers > 1 and not settings.database_url.get_secret_value().startswith("postgresql"):
+        raise ConfigError("ZKMETER_INGEST_WRITERS > 1 needs PostgreSQL: SQLite has a single "
+                          "writer")
+    if writers > 1 and settings.ingest_process:
+        raise ConfigError("ZKMETER_INGEST_WRITERS > 1 cannot be combined with "
+                          "ZKMETER_INGEST_PROCESS (it runs one transaction at a time)")
+    return writers
 
 
 async def serve(services: Services, *, stop: asyncio.Event | None = None,
@@ -98,13 +112,14 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             break
+    writers = ingest_writers(settings)
     ingest: IngestProcess | None = None
     if settings.ingest_process:
         given = (services.meter.ledger.gate.escrow is not None
                  and services.chain_escrow is None)
         ingest = await asyncio.to_thread(IngestProcess.start, settings, escrow_given=given)
     try:
-        await _serve(services, stop, started, worker, workers, ingest)
+        await _serve(services, stop, started, worker, workers, ingest, writers)
     finally:
         if ingest is not None:
             await asyncio.to_thread(ingest.close)
@@ -112,13 +127,13 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
 
 async def _serve(services: Services, stop: asyncio.Event,
                  started: "asyncio.Future[Endpoints] | None", worker: int, workers: int,
-                 ingest: IngestProcess | None) -> None:
+                 ingest: IngestProcess | None, writers: int) -> None:
     settings = services.settings
     running = await create_server(services, bind=settings.grpc_bind,
                                   api_key_hashes=settings.api_key_hashes,
                                   max_message_bytes=settings.max_message_bytes,
                                   tls=tls_files(settings),
-                                  writers=1 if ingest is not None else ingest_writers(settings),
+                                  writers=writers,
                                   reuse_port=workers > 1,
                                   record_batch=None if ingest is None else ingest.record_batch)
     ended = (asyncio.create_task(asyncio.to_thread(ingest.join)) if ingest is not None

@@ -14,6 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from prover.api.grpc_server import hash_api_key, new_api_key
+from prover.api.serve import ingest_writers
+from prover.config import Settings
 from zkmeter.client import Client
 
 
@@ -104,6 +106,29 @@ def test_serve_refuses_a_placeholder_key(server_env):
     assert proc.returncode == 2
     assert b"changeme" not in proc.stderr  # the secret is never echoed
     assert b"placeholder" in proc.stderr
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    ({}, b"needs PostgreSQL: SQLite has a single writer"),
+    ({"ZKMETER_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+      "ZKMETER_INGEST_PROCESS": "true"}, b"cannot be combined with ZKMETER_INGEST_PROCESS"),
+])
+def test_serve_refuses_more_ingest_writers_than_the_setup_can_use(server_env, extra, reason):
+    env, *_ = server_env
+    env.update({"ZKMETER_INGEST_WRITERS": "2", **extra})
+    proc = subprocess.run([sys.executable, "-m", "prover.cli", "serve", "--dev"], env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert reason in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_ingest_writers_follow_the_setting_on_postgresql():
+    base = {"database_url": "postgresql+psycopg://u@h/db",
+            "signing_key": "e1" + "".join(f"{i:02x}" for i in range(31))}
+    assert ingest_writers(Settings(**base)) == 1  # the default, on either backend
+    assert ingest_writers(Settings(**base, ingest_writers=3)) == 3
+    with pytest.raises(ValueError, match="less than or equal to 32"):
+        Settings(**base, ingest_writers=33)
 
 
 def test_settle_gc_freezes_start_up_objects_and_raises_the_thresholds():

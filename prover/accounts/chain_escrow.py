@@ -14,6 +14,11 @@ escrow, reserved, requested withdrawal, unit price and ``lastEpochId``, behind a
   failure the chain is not asked again for ``retry_seconds``: during that time every cache
   miss is refused at once, so a dead chain costs one timeout per ``retry_seconds``, not one per
   request. A stale entry is never used past its TTL, even while the chain is down.
+* **The chain is the one configured.** :meth:`from_settings` refuses to start on a chain whose
+  id is not ``ZKMETER_CHAIN_ID`` or a contract address that does not run ZkMeterSettlement's
+  code. A chain that does not answer at start is checked on its first answer, before any
+  read is used: until then every read is refused, and a mismatch then refuses every read for
+  good (logged once; fix the settings and restart), never admits.
 * **Events drop entries at once.** :meth:`poll` reads the settlement's logs from the block
   after the last one it read up to the latest, keeps those of the events that change an
   account's available escrow or ``lastEpochId`` (:data:`ACCOUNT_EVENTS`, all indexed by
@@ -81,15 +86,34 @@ def _event_topics() -> dict[bytes, str]:
     return topics
 
 
+def _chain_problem(client: ChainClient, chain_id: int) -> str | None:
+    """Why the chain ``client`` reads is not the configured one (None if it is); raises what
+    the node raises when it does not answer."""
+    found = int(client.w3.eth.chain_id)
+    if found != chain_id:
+        return f"the chain at ZKMETER_RPC_URL has chain id {found}, ZKMETER_CHAIN_ID is {chain_id}"
+    if not code_matches(client.w3, client.settlement.address, SETTLEMENT):
+        return (f"ZKMETER_CONTRACT_ADDRESS {client.settlement.address} does not run "
+                "ZkMeterSettlement on the chain at ZKMETER_RPC_URL")
+    return None
+
+
 class ChainEscrow:
     """Each account's escrow as the settlement contract holds it (module docstring)."""
 
     def __init__(self, client: ChainClient, *, ttl_seconds: float,
                  retry_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 unchecked_chain_id: int | None = None) -> None:
+        """``unchecked_chain_id``: the chain id the settings expect, of a chain that could
+        not be checked at start (:meth:`from_settings`): checked, with the contract's code,
+        before the first read is used (module docstring)."""
         if retry_seconds < 0:
             raise ConfigError("retry_seconds must be >= 0")
         self._client = client
+        self._expected_chain_id = unchecked_chain_id
+        self._check_lock = threading.Lock()
+        self._wrong_chain: str | None = None  # set once the check found another chain
         self._address = client.settlement.address
         self._clock = clock
         self._retry_seconds = retry_seconds
@@ -123,20 +147,18 @@ class ChainEscrow:
                               "address: set the settlement contract whose escrow limits usage")
         client = connect_reader(settings.rpc_url.get_secret_value(), settings.contract_address,
                                 timeout_seconds=settings.rpc_timeout_seconds)
+        unchecked: int | None = None
         try:
-            chain_id = int(client.w3.eth.chain_id)
-            code_ok = code_matches(client.w3, client.settlement.address, SETTLEMENT)
-        except Exception as exc:  # checked when it answers: reads fail until then
+            problem = _chain_problem(client, settings.chain_id)
+        except Exception as exc:  # checked on its first answer: reads are refused until then
             log.warning("escrow: cannot check the chain at start (%s)", type(exc).__name__)
+            unchecked = settings.chain_id
         else:
-            if chain_id != settings.chain_id:
-                raise ConfigError(f"the chain at ZKMETER_RPC_URL has chain id {chain_id}, "
-                                  f"ZKMETER_CHAIN_ID is {settings.chain_id}")
-            if not code_ok:
-                raise ConfigError(f"ZKMETER_CONTRACT_ADDRESS {settings.contract_address} does "
-                                  "not run ZkMeterSettlement on the chain at ZKMETER_RPC_URL")
+            if problem is not None:
+                raise ConfigError(problem)
         escrow = cls(client, ttl_seconds=settings.escrow_ttl_seconds,
-                     retry_seconds=min(1.0, settings.escrow_poll_seconds))
+                     retry_seconds=min(1.0, settings.escrow_poll_seconds),
+                     unchecked_chain_id=unchecked)
         escrow.start(settings.escrow_poll_seconds)
         return escrow
 
@@ -156,13 +178,32 @@ class ChainEscrow:
         with self._serial:
             return fn()
 
+    def _chain_problem(self) -> str | None:
+        """Check a chain that did not answer at start, once (module docstring): why it is
+        not the configured chain, or None. Raises what the node raises while it is silent."""
+        if self._expected_chain_id is not None:
+            with self._check_lock:
+                expected = self._expected_chain_id
+                if expected is not None:
+                    problem = self._call(lambda: _chain_problem(self._client, expected))
+                    if problem is None:
+                        log.info("escrow: the chain answered and is the one configured")
+                    else:
+                        log.error("escrow: %s; usage of every prepaid account is refused "
+                                  "until the settings are fixed and the server restarted",
+                                  problem)
+                    self._wrong_chain, self._expected_chain_id = problem, None
+        return self._wrong_chain
+
     def _read(self, account_id: bytes) -> EscrowView:
         if self._clock() < self._retry_at:
             raise EscrowUnavailableError(
                 f"the escrow of billing account 0x{account_id.hex()} cannot be read: the chain "
                 "did not answer a moment ago; usage refused, retry later", account_id=account_id)
         try:
-            record = self._call(lambda: self._client.billing_account(account_id))
+            problem = self._chain_problem()
+            record = None if problem else self._call(
+                lambda: self._client.billing_account(account_id))
         except Exception as exc:  # any failed read refuses: never admit usage unpaid
             self._retry_at = self._clock() + self._retry_seconds
             log.warning("escrow: reading billing account 0x%s failed (%s)", account_id.hex(),
@@ -171,6 +212,10 @@ class ChainEscrow:
                 f"the escrow of billing account 0x{account_id.hex()} could not be read from "
                 f"the chain ({type(exc).__name__}); usage refused, retry later",
                 account_id=account_id) from None
+        if record is None:  # the node answered: another chain, or not our contract
+            raise EscrowUnavailableError(
+                f"the escrow of billing account 0x{account_id.hex()} cannot be read: {problem}; "
+                "usage refused", account_id=account_id)
         if not record.opened:
             return EscrowView(0, 0, opened=False)
         return EscrowView.from_amounts(escrow=record.escrow, reserved=record.reserved,
@@ -183,7 +228,9 @@ class ChainEscrow:
         the epoch close checks a new close against (EpochService ``onchain_last_epoch``).
         A failed read raises EscrowUnavailableError: the close is refused, not guessed."""
         try:
-            record = self._call(lambda: self._client.billing_account(account_id))
+            problem = self._chain_problem()
+            record = None if problem else self._call(
+                lambda: self._client.billing_account(account_id))
         except Exception as exc:
             log.warning("chain: reading billing account 0x%s failed (%s)", account_id.hex(),
                         type(exc).__name__)
@@ -191,6 +238,10 @@ class ChainEscrow:
                 f"billing account 0x{account_id.hex()} could not be read from the chain "
                 f"({type(exc).__name__}) to check that its epoch id was never used; the close "
                 "is refused, retry when the node answers", account_id=account_id) from None
+        if record is None:
+            raise EscrowUnavailableError(
+                f"billing account 0x{account_id.hex()} cannot be read: {problem}; the close is "
+                "refused", account_id=account_id)
         return int(record.last_epoch_id)
 
     # ------------------------------------------------------------------ event follower
@@ -200,6 +251,8 @@ class ChainEscrow:
         docstring); returns their ids. Raises what the chain raises (nothing is skipped:
         the next poll starts where this one stopped)."""
         w3 = self._client.w3
+        if self._chain_problem() is not None:  # nothing is admitted: nothing to follow
+            return set()
         with self._poll_lock:
             latest = self._call(lambda: int(w3.eth.block_number))
             if self._next_block is None:

@@ -5,6 +5,8 @@ concurrent burst cannot overshoot it, the headroom is kept back, contract events
 lower the limit without waiting for the TTL, an account not open on-chain has no escrow, and a
 chain that does not answer refuses (UNAVAILABLE), never admits."""
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -30,8 +32,10 @@ from prover.ledger.schema import account_epochs, events, user_states
 from prover.metering import Meter, UsageRequest
 from prover.ratecard import load_rate_card
 from tests.accounts import enroll, overlapping_bursts, registry
-from tests.anvil import free_port
+from tests.anvil import free_port, running_anvil
 from tests.api.grpc_harness import ServerThread
+from tests.contracts.test_ingest_process_escrow import UNITS as SERVE_UNITS
+from tests.contracts.test_ingest_process_escrow import anvil_pid, deployed
 from tests.metering.conftest import (  # noqa: F401 - fixtures
     PROVIDER_SEED,
     db_url,
@@ -388,3 +392,46 @@ def test_build_services_reads_the_escrow_on_chain(anvil_client, tmp_path, signin
     finally:
         services.close()
     assert escrow._thread is None  # closing the services stopped the follower
+
+
+@pytest.mark.parametrize(("wrong", "reason"), [
+    ({"chain_id": 1}, "the chain at ZKMETER_RPC_URL has chain id 31337, ZKMETER_CHAIN_ID is 1"),
+    ({"contract_address": "operator"}, "does not run ZkMeterSettlement on the chain"),
+    ({}, None),  # the chain configured: admitted once it answers
+])
+def test_a_chain_silent_at_start_is_checked_before_its_first_read(tmp_path, wrong, reason):
+    """A node that does not answer at start cannot be checked then (chain id, the contract's
+    code), so serve starts; the check runs on the node's first answer, before any read is
+    used: another chain or another contract refuses every read for good, never admits."""
+    with running_anvil() as url:
+        chain = deployed(url, PROVIDER_SEED.hex())
+        payer, account_id = chain.open_account(1)
+        chain.deposit_units(account_id, payer, 10 * SERVE_UNITS)  # serve's default rate card
+        contract = (chain.client.account if wrong.get("contract_address")
+                    else chain.client.settlement_address)
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}",
+                            signing_key=PROVIDER_SEED.hex(), rpc_url=url,
+                            chain_id=wrong.get("chain_id", chain.client.chain_id),
+                            contract_address=contract, operator_address=chain.client.account,
+                            rpc_timeout_seconds=0.5, escrow_poll_seconds=0.1)
+        node = anvil_pid(url)
+        os.kill(node, signal.SIGSTOP)  # accepts connections, never answers
+        try:
+            services = build_services(settings)
+        finally:
+            os.kill(node, signal.SIGCONT)
+        try:
+            engine, meter = services.meter.ledger.engine, services.meter
+            assert enroll(engine, meter.provider_id, ["u0"], payer=address_bytes(payer),
+                          operator=address_bytes(chain.client.account)) == account_id
+            time.sleep(1.1)  # past the retry pause of the reads that failed while silent
+            if reason is None:
+                assert meter.record(usage("k1", "u0")).receipt.units == SERVE_UNITS
+                return
+            for key in ("k1", "k2"):  # refused, and again later: the mismatch stays
+                with pytest.raises(EscrowUnavailableError, match=reason):
+                    meter.record(usage(key, "u0"))
+                time.sleep(0.3)  # the event follower polls meanwhile: it admits nothing
+            assert count(meter, events) == 0
+        finally:
+            services.close()

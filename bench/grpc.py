@@ -27,6 +27,12 @@ whose transport cost only the echo's CPU per event and whose ingest only the flo
 in that scenario), both in one process bound to one core by the GIL:
 echo CPU / (echo CPU + floor CPU). It is a model, not a measurement of a server; it says how
 much of the goal any single-process implementation in CPython on SQLite could reach.
+
+``--postgres ADMIN_URL`` runs every scenario a second time, the real server on a fresh
+PostgreSQL database made next to ADMIN_URL (dropped afterwards), and prints it under
+``postgresql`` with ``postgresql_vs_sqlite``: each scenario's rate on PostgreSQL against the
+SQLite run just before it, same clients and load (issue 16: >= 80 %). Each server runs as
+``zkmeter serve`` would: ``ZKMETER_INGEST_WRITERS`` (one) writer, or the ingest process.
 """
 
 import argparse
@@ -50,6 +56,7 @@ UNARY = "/zkmeter.v1.MeterService/RecordUsage"
 STREAM = "/zkmeter.v1.MeterService/RecordUsageStream"
 RECEIPT_TAG = b"\x0a"  # RecordUsageResponse.receipt is field 1, length-delimited
 GOALS = {"unary_counts": 0.80, "stream_counts": 0.60}
+POSTGRES_GOAL = 0.80  # each scenario on PostgreSQL against SQLite, same clients and load
 
 
 def encoded_requests(client_id: int, count: int, with_text: bool, tag: str) -> list[bytes]:
@@ -351,7 +358,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="sample this process (the server) with py-spy during each real "
                              "scenario; raw stacks to DIR, top entries per event in the report")
+    parser.add_argument("--postgres", default=None, metavar="ADMIN_URL",
+                        help="run every scenario again on a fresh PostgreSQL database made "
+                             "next to ADMIN_URL, and report it against SQLite (goal >= 80 %%)")
     args = parser.parse_args(argv)
+    if args.postgres and (args.target or args.database_url):
+        parser.error("--postgres compares with SQLite: not with --target or --database-url")
+    report = measure(args, args.database_url)
+    if args.postgres:
+        report["postgresql"] = on_postgres(args)
+        report["postgresql_vs_sqlite"] = {
+            name: {"value": entry["per_second"], "baseline": report[name]["per_second"],
+                   "ratio": round(entry["per_second"] / report[name]["per_second"], 3),
+                   "goal": POSTGRES_GOAL,
+                   "met": entry["per_second"] >= POSTGRES_GOAL * report[name]["per_second"]}
+            for name, entry in report["postgresql"].items()
+            if isinstance(entry, dict) and "per_second" in entry and name in report}
+    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    return 0
+
+
+def on_postgres(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`measure` on a fresh PostgreSQL database next to ``--postgres``, dropped after."""
+    import psycopg
+
+    admin = args.postgres.replace("postgresql+psycopg://", "postgresql://")
+    name = f"zkmeter_bench_{os.urandom(4).hex()}"
+    with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            base = args.postgres.rsplit("/", 1)[0]
+            if not base.startswith("postgresql+psycopg://"):
+                base = base.replace("postgresql://", "postgresql+psycopg://", 1)
+            return measure(args, f"{base}/{name}")
+        finally:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
+    """Start both servers (zkmeter on ``database_url``, a temporary SQLite file if None),
+    run every scenario against each; the report."""
 
     from nacl.signing import SigningKey
 
@@ -371,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         from tests.api.grpc_harness import ServerThread
 
         tmp = tempfile.mkdtemp(prefix="zkmeter-bench-")
-        url = args.database_url or f"sqlite:///{os.path.join(tmp, 'bench.sqlite')}"
+        url = database_url or f"sqlite:///{os.path.join(tmp, 'bench.sqlite')}"
         settings = Settings(database_url=url, signing_key=bytes(SigningKey.generate()).hex())
         services = build_services(settings)
         account = services.accounts.register_account(payer=bytes.fromhex("a1" * 20),
@@ -469,8 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     report["load_avg_at_end"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -386,12 +386,33 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: Exception) -> None:
         detail = error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=field, description=message)])
         status.details.add().Pack(detail)
-    if isinstance(exc, PrepaidLimitError):
+    info = error_info(exc)
+    if info is not None:
+        reason, metadata = info
         status.details.add().Pack(error_details_pb2.ErrorInfo(
-            reason="PREPAID_LIMIT", domain="zkmeter.v1",
-            metadata={"account_id": "0x" + exc.account_id.hex(),
-                      "remaining_units": str(exc.remaining_units)}))
+            reason=reason, domain="zkmeter.v1", metadata=metadata))
     await context.abort_with_status(rpc_status.to_status(status))
+
+
+def error_info(exc: Exception) -> tuple[str, dict[str, str]] | None:
+    """The machine-readable reason of a refusal and its metadata (a unary call's
+    google.rpc.ErrorInfo, a stream item's ``reason`` and ``metadata``), if it has one."""
+    if isinstance(exc, PrepaidLimitError):
+        return "PREPAID_LIMIT", {"account_id": "0x" + exc.account_id.hex(),
+                                 "remaining_units": str(exc.remaining_units)}
+    return None
+
+
+def item_error(exc: Exception) -> meter_pb2.ItemError:
+    """A refused stream item: the code, message and field of :func:`status_for`, and the
+    reason of :func:`error_info`."""
+    code, message, field = status_for(exc)
+    item = meter_pb2.ItemError(code=code.value[0], message=message, field=field)
+    info = error_info(exc)
+    if info is not None:
+        item.reason = info[0]
+        item.metadata.update(info[1])
+    return item
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -657,9 +678,7 @@ class MeterServicer(meter_pb2_grpc.MeterServiceServicer):
                 _observe_stream(outcomes, elapsed)
                 for outcome in outcomes:
                     if isinstance(outcome, Exception):
-                        code, message, field = status_for(outcome)
-                        yield meter_pb2.RecordUsageResponse(error=meter_pb2.ItemError(
-                            code=code.value[0], message=message, field=field))
+                        yield meter_pb2.RecordUsageResponse(error=item_error(outcome))
                     else:
                         yield _response(outcome)
                 if following is None and not finished:

@@ -217,6 +217,7 @@ def test_stream_one_response_per_request_in_order(client, services):
     assert responses[150].HasField("error")
     assert responses[150].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert responses[150].error.field == "user_id"
+    assert (responses[150].error.reason, dict(responses[150].error.metadata)) == ("", {})
     assert responses[100].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert responses[100].error.field == "messages"
     for i, (request, response) in enumerate(zip(requests, responses, strict=True)):

@@ -427,9 +427,10 @@ def test_a_concurrent_burst_cannot_overshoot_the_escrow(service: Service) -> Non
     for err in unary_refused:
         assert prepaid_limit(err) == limit(account_id, 0)
         assert err.details() == nothing_left
-    for item in stream_refused:  # a stream's item errors carry the code, no ErrorInfo
+    for item in stream_refused:  # a stream item carries what a unary call's ErrorInfo does
         assert item.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
         assert item.message == nothing_left
+        assert (item.reason, dict(item.metadata)) == ("PREPAID_LIMIT", limit(account_id, 0))
     assert s.ledger.events_of(users) == n
     assert s.ledger.units_of(account_id) == n * UNITS  # the escrow pays n * UNITS + HEADROOM
     with Client(s.targets[0], api_key=s.api_key) as zk:

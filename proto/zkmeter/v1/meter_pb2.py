@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkmeter/v1/meter.proto\x12\nzkmeter.v1\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"J\n\tTextUsage\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.zkmeter.v1.ChatMessage\x12\x12\n\ncompletion\x18\x02 \x01(\t\"=\n\x0eReportedCounts\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\"E\n\x0cHiddenCounts\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x01 \x01(\x04\x12\x18\n\x10reasoning_tokens\x18\x02 \x01(\x04\"\xd5\x01\n\x12RecordUsageRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12%\n\x04text\x18\x04 \x01(\x0b\x32\x15.zkmeter.v1.TextUsageH\x00\x12,\n\x06\x63ounts\x18\x05 \x01(\x0b\x32\x1a.zkmeter.v1.ReportedCountsH\x00\x12(\n\x06hidden\x18\x06 \x01(\x0b\x32\x18.zkmeter.v1.HiddenCountsB\x07\n\x05usage\"\x83\x02\n\x07Receipt\x12\x0f\n\x07\x65ncoded\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0creceipt_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x04 \x01(\x04\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12\r\n\x05units\x18\x06 \x01(\x04\x12\x15\n\rrunning_total\x18\x07 \x01(\x04\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\x04\x12\x15\n\routput_tokens\x18\t \x01(\x04\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\n \x01(\x04\x12\x18\n\x10reasoning_tokens\x18\x0b \x01(\x04\x12\x10\n\x08\x65ncoding\x18\x0c \x01(\t\"9\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"s\n\x13RecordUsageResponse\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x13.zkmeter.v1.Receipt\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.zkmeter.v1.ItemError\"Q\n\x13ListReceiptsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\x04\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"=\n\x14ListReceiptsResponse\x12%\n\x08receipts\x18\x01 \x03(\x0b\x32\x13.zkmeter.v1.Receipt\"U\n\x13RegisterUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\x0c\x12\x19\n\x11x25519_public_key\x18\x03 \x01(\x0c\"\x16\n\x14RegisterUserResponse\"D\n\x16RegisterUserKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\"\x19\n\x17RegisterUserKeyResponse\"B\n\x14RotateUserKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\"3\n\x15RotateUserKeyResponse\x12\x1a\n\x12\x65\x66\x66\x65\x63tive_epoch_id\x18\x01 \x01(\x04\"\x87\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\x0c\x12\r\n\x05payer\x18\x02 \x01(\x0c\x12\r\n\x05\x61sset\x18\x03 \x01(\x0c\x12\x1f\n\x17payer_x25519_public_key\x18\x04 \x01(\x0c\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.zkmeter.v1.AccountStatus\"W\n\x16RegisterAccountRequest\x12\r\n\x05payer\x18\x01 \x01(\x0c\x12\r\n\x05\x61sset\x18\x02 \x01(\x0c\x12\x1f\n\x17payer_x25519_public_key\x18\x03 \x01(\x0c\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\x0c\")\n\x13\x43loseAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\x0c*c\n\rAccountStatus\x12\x1e\n\x1a\x41\x43\x43OUNT_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43\x43OUNT_STATUS_OPEN\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_CLOSED\x10\x02\x32\xe4\x05\n\x0cMeterService\x12N\n\x0bRecordUsage\x12\x1e.zkmeter.v1.RecordUsageRequest\x1a\x1f.zkmeter.v1.RecordUsageResponse\x12X\n\x11RecordUsageStream\x12\x1e.zkmeter.v1.RecordUsageRequest\x1a\x1f.zkmeter.v1.RecordUsageResponse(\x01\x30\x01\x12Q\n\x0cListReceipts\x12\x1f.zkmeter.v1.ListReceiptsRequest\x1a .zkmeter.v1.ListReceiptsResponse\x12Z\n\x0fRegisterUserKey\x12\".zkmeter.v1.RegisterUserKeyRequest\x1a#.zkmeter.v1.RegisterUserKeyResponse\x12T\n\rRotateUserKey\x12 .zkmeter.v1.RotateUserKeyRequest\x1a!.zkmeter.v1.RotateUserKeyResponse\x12Q\n\x0cRegisterUser\x12\x1f.zkmeter.v1.RegisterUserRequest\x1a .zkmeter.v1.RegisterUserResponse\x12J\n\x0fRegisterAccount\x12\".zkmeter.v1.RegisterAccountRequest\x1a\x13.zkmeter.v1.Account\x12@\n\nGetAccount\x12\x1d.zkmeter.v1.GetAccountRequest\x1a\x13.zkmeter.v1.Account\x12\x44\n\x0c\x43loseAccount\x12\x1f.zkmeter.v1.CloseAccountRequest\x1a\x13.zkmeter.v1.Accountb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16zkmeter/v1/meter.proto\x12\nzkmeter.v1\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"J\n\tTextUsage\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.zkmeter.v1.ChatMessage\x12\x12\n\ncompletion\x18\x02 \x01(\t\"=\n\x0eReportedCounts\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\"E\n\x0cHiddenCounts\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x01 \x01(\x04\x12\x18\n\x10reasoning_tokens\x18\x02 \x01(\x04\"\xd5\x01\n\x12RecordUsageRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12%\n\x04text\x18\x04 \x01(\x0b\x32\x15.zkmeter.v1.TextUsageH\x00\x12,\n\x06\x63ounts\x18\x05 \x01(\x0b\x32\x1a.zkmeter.v1.ReportedCountsH\x00\x12(\n\x06hidden\x18\x06 \x01(\x0b\x32\x18.zkmeter.v1.HiddenCountsB\x07\n\x05usage\"\x83\x02\n\x07Receipt\x12\x0f\n\x07\x65ncoded\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0creceipt_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x04 \x01(\x04\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x12\r\n\x05units\x18\x06 \x01(\x04\x12\x15\n\rrunning_total\x18\x07 \x01(\x04\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\x04\x12\x15\n\routput_tokens\x18\t \x01(\x04\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\n \x01(\x04\x12\x18\n\x10reasoning_tokens\x18\x0b \x01(\x04\x12\x10\n\x08\x65ncoding\x18\x0c \x01(\t\"\xb1\x01\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x35\n\x08metadata\x18\x05 \x03(\x0b\x32#.zkmeter.v1.ItemError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"s\n\x13RecordUsageResponse\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x13.zkmeter.v1.Receipt\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.zkmeter.v1.ItemError\"Q\n\x13ListReceiptsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\x04\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"=\n\x14ListReceiptsResponse\x12%\n\x08receipts\x18\x01 \x03(\x0b\x32\x13.zkmeter.v1.Receipt\"U\n\x13RegisterUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\x0c\x12\x19\n\x11x25519_public_key\x18\x03 \x01(\x0c\"\x16\n\x14RegisterUserResponse\"D\n\x16RegisterUserKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\"\x19\n\x17RegisterUserKeyResponse\"B\n\x14RotateUserKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\"3\n\x15RotateUserKeyResponse\x12\x1a\n\x12\x65\x66\x66\x65\x63tive_epoch_id\x18\x01 \x01(\x04\"\x87\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\x0c\x12\r\n\x05payer\x18\x02 \x01(\x0c\x12\r\n\x05\x61sset\x18\x03 \x01(\x0c\x12\x1f\n\x17payer_x25519_public_key\x18\x04 \x01(\x0c\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.zkmeter.v1.AccountStatus\"W\n\x16RegisterAccountRequest\x12\r\n\x05payer\x18\x01 \x01(\x0c\x12\r\n\x05\x61sset\x18\x02 \x01(\x0c\x12\x1f\n\x17payer_x25519_public_key\x18\x03 \x01(\x0c\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\x0c\")\n\x13\x43loseAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\x0c*c\n\rAccountStatus\x12\x1e\n\x1a\x41\x43\x43OUNT_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43\x43OUNT_STATUS_OPEN\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_CLOSED\x10\x02\x32\xe4\x05\n\x0cMeterService\x12N\n\x0bRecordUsage\x12\x1e.zkmeter.v1.RecordUsageRequest\x1a\x1f.zkmeter.v1.RecordUsageResponse\x12X\n\x11RecordUsageStream\x12\x1e.zkmeter.v1.RecordUsageRequest\x1a\x1f.zkmeter.v1.RecordUsageResponse(\x01\x30\x01\x12Q\n\x0cListReceipts\x12\x1f.zkmeter.v1.ListReceiptsRequest\x1a .zkmeter.v1.ListReceiptsResponse\x12Z\n\x0fRegisterUserKey\x12\".zkmeter.v1.RegisterUserKeyRequest\x1a#.zkmeter.v1.RegisterUserKeyResponse\x12T\n\rRotateUserKey\x12 .zkmeter.v1.RotateUserKeyRequest\x1a!.zkmeter.v1.RotateUserKeyResponse\x12Q\n\x0cRegisterUser\x12\x1f.zkmeter.v1.RegisterUserRequest\x1a .zkmeter.v1.RegisterUserResponse\x12J\n\x0fRegisterAccount\x12\".zkmeter.v1.RegisterAccountRequest\x1a\x13.zkmeter.v1.Account\x12@\n\nGetAccount\x12\x1d.zkmeter.v1.GetAccountRequest\x1a\x13.zkmeter.v1.Account\x12\x44\n\x0c\x43loseAccount\x12\x1f.zkmeter.v1.CloseAccountRequest\x1a\x13.zkmeter.v1.Accountb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zkmeter.v1.meter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNTSTATUS']._serialized_start=1748
-  _globals['_ACCOUNTSTATUS']._serialized_end=1847
+  _globals['_ITEMERROR_METADATAENTRY']._loaded_options = None
+  _globals['_ITEMERROR_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ACCOUNTSTATUS']._serialized_start=1869
+  _globals['_ACCOUNTSTATUS']._serialized_end=1968
   _globals['_CHATMESSAGE']._serialized_start=38
   _globals['_CHATMESSAGE']._serialized_end=96
   _globals['_TEXTUSAGE']._serialized_start=98
@@ -45,34 +47,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDUSAGEREQUEST']._serialized_end=522
   _globals['_RECEIPT']._serialized_start=525
   _globals['_RECEIPT']._serialized_end=784
-  _globals['_ITEMERROR']._serialized_start=786
-  _globals['_ITEMERROR']._serialized_end=843
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=845
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=960
-  _globals['_LISTRECEIPTSREQUEST']._serialized_start=962
-  _globals['_LISTRECEIPTSREQUEST']._serialized_end=1043
-  _globals['_LISTRECEIPTSRESPONSE']._serialized_start=1045
-  _globals['_LISTRECEIPTSRESPONSE']._serialized_end=1106
-  _globals['_REGISTERUSERREQUEST']._serialized_start=1108
-  _globals['_REGISTERUSERREQUEST']._serialized_end=1193
-  _globals['_REGISTERUSERRESPONSE']._serialized_start=1195
-  _globals['_REGISTERUSERRESPONSE']._serialized_end=1217
-  _globals['_REGISTERUSERKEYREQUEST']._serialized_start=1219
-  _globals['_REGISTERUSERKEYREQUEST']._serialized_end=1287
-  _globals['_REGISTERUSERKEYRESPONSE']._serialized_start=1289
-  _globals['_REGISTERUSERKEYRESPONSE']._serialized_end=1314
-  _globals['_ROTATEUSERKEYREQUEST']._serialized_start=1316
-  _globals['_ROTATEUSERKEYREQUEST']._serialized_end=1382
-  _globals['_ROTATEUSERKEYRESPONSE']._serialized_start=1384
-  _globals['_ROTATEUSERKEYRESPONSE']._serialized_end=1435
-  _globals['_ACCOUNT']._serialized_start=1438
-  _globals['_ACCOUNT']._serialized_end=1573
-  _globals['_REGISTERACCOUNTREQUEST']._serialized_start=1575
-  _globals['_REGISTERACCOUNTREQUEST']._serialized_end=1662
-  _globals['_GETACCOUNTREQUEST']._serialized_start=1664
-  _globals['_GETACCOUNTREQUEST']._serialized_end=1703
-  _globals['_CLOSEACCOUNTREQUEST']._serialized_start=1705
-  _globals['_CLOSEACCOUNTREQUEST']._serialized_end=1746
-  _globals['_METERSERVICE']._serialized_start=1850
-  _globals['_METERSERVICE']._serialized_end=2590
+  _globals['_ITEMERROR']._serialized_start=787
+  _globals['_ITEMERROR']._serialized_end=964
+  _globals['_ITEMERROR_METADATAENTRY']._serialized_start=917
+  _globals['_ITEMERROR_METADATAENTRY']._serialized_end=964
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=966
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=1081
+  _globals['_LISTRECEIPTSREQUEST']._serialized_start=1083
+  _globals['_LISTRECEIPTSREQUEST']._serialized_end=1164
+  _globals['_LISTRECEIPTSRESPONSE']._serialized_start=1166
+  _globals['_LISTRECEIPTSRESPONSE']._serialized_end=1227
+  _globals['_REGISTERUSERREQUEST']._serialized_start=1229
+  _globals['_REGISTERUSERREQUEST']._serialized_end=1314
+  _globals['_REGISTERUSERRESPONSE']._serialized_start=1316
+  _globals['_REGISTERUSERRESPONSE']._serialized_end=1338
+  _globals['_REGISTERUSERKEYREQUEST']._serialized_start=1340
+  _globals['_REGISTERUSERKEYREQUEST']._serialized_end=1408
+  _globals['_REGISTERUSERKEYRESPONSE']._serialized_start=1410
+  _globals['_REGISTERUSERKEYRESPONSE']._serialized_end=1435
+  _globals['_ROTATEUSERKEYREQUEST']._serialized_start=1437
+  _globals['_ROTATEUSERKEYREQUEST']._serialized_end=1503
+  _globals['_ROTATEUSERKEYRESPONSE']._serialized_start=1505
+  _globals['_ROTATEUSERKEYRESPONSE']._serialized_end=1556
+  _globals['_ACCOUNT']._serialized_start=1559
+  _globals['_ACCOUNT']._serialized_end=1694
+  _globals['_REGISTERACCOUNTREQUEST']._serialized_start=1696
+  _globals['_REGISTERACCOUNTREQUEST']._serialized_end=1783
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1785
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1824
+  _globals['_CLOSEACCOUNTREQUEST']._serialized_start=1826
+  _globals['_CLOSEACCOUNTREQUEST']._serialized_end=1867
+  _globals['_METERSERVICE']._serialized_start=1971
+  _globals['_METERSERVICE']._serialized_end=2711
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ import grpc
 import httpx
 import pytest
 
-from prover.api.ingest_process import IngestProcess
+from prover.api.ingest_process import IngestProcess, _dumps
 from prover.app import build_services
 from prover.config import Settings
 from prover.errors import ConfigError, EscrowUnavailableError, LedgerError, PrepaidLimitError
@@ -202,3 +202,15 @@ def test_records_in_the_child_and_errors_cross_the_pipe(database_url):  # noqa: 
     down = pickle.loads(pickle.dumps(EscrowUnavailableError("down", account_id=b"\x02" * 32)))
     assert (type(down), str(down), down.account_id) == (EscrowUnavailableError, "down",
                                                         b"\x02" * 32)
+
+
+def test_an_outcome_that_does_not_pickle_crosses_as_a_ledger_error_naming_its_type():
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("cannot pickle: prompt text 'secret words'")
+
+    status, error = pickle.loads(_dumps(("ok", [Unpicklable("secret words")])))
+    assert status == "raised" and isinstance(error, LedgerError)
+    assert str(error) == "the ingest process could not send its outcome (TypeError)"
+    status, outcomes = pickle.loads(_dumps(("ok", [LedgerError("x"), 3])))  # the normal case
+    assert status == "ok" and [type(o) for o in outcomes] == [LedgerError, int]

@@ -183,8 +183,14 @@ def serve(dev: DevFlag = False, workers: WorkersOption = 1) -> None:
 
     from prover.startup import startup_lines
 
+    settings = _settings("zkmeter serve")
+    from prover.api.serve import ingest_writers
+
+    try:
+        ingest_writers(settings)  # before any worker starts: one line, not one per worker
+    except MeteringError as exc:
+        fail_startup(str(exc))
     if workers > 1:
-        settings = _settings("zkmeter serve")
         if not settings.database_url.get_secret_value().startswith("postgresql"):
             fail_startup("--workers > 1 needs PostgreSQL (ZKMETER_DATABASE_URL="
                          "postgresql+psycopg://...): SQLite has a single writer")

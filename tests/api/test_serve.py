@@ -108,18 +108,21 @@ def test_serve_refuses_a_placeholder_key(server_env):
     assert b"placeholder" in proc.stderr
 
 
-@pytest.mark.parametrize(("extra", "reason"), [
-    ({}, b"needs PostgreSQL: SQLite has a single writer"),
+@pytest.mark.parametrize(("extra", "args", "reason"), [
+    ({}, [], b"needs PostgreSQL: SQLite has a single writer"),
     ({"ZKMETER_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-      "ZKMETER_INGEST_PROCESS": "true"}, b"cannot be combined with ZKMETER_INGEST_PROCESS"),
+      "ZKMETER_INGEST_PROCESS": "true"}, ["--workers", "2"],
+     b"cannot be combined with ZKMETER_INGEST_PROCESS"),
 ])
-def test_serve_refuses_more_ingest_writers_than_the_setup_can_use(server_env, extra, reason):
+def test_serve_refuses_more_ingest_writers_than_the_setup_can_use(server_env, extra, args,
+                                                                  reason):
     env, *_ = server_env
     env.update({"ZKMETER_INGEST_WRITERS": "2", **extra})
-    proc = subprocess.run([sys.executable, "-m", "prover.cli", "serve", "--dev"], env=env,
-                          capture_output=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "prover.cli", "serve", "--dev", *args],
+                          env=env, capture_output=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert reason in proc.stderr and b"Traceback" not in proc.stderr
+    assert proc.stderr.count(reason) == 1  # refused before any worker starts
+    assert b"Traceback" not in proc.stderr
 
 
 def test_ingest_writers_follow_the_setting_on_postgresql():

@@ -118,6 +118,11 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
         given = (services.meter.ledger.gate.escrow is not None
                  and services.chain_escrow is None)
         ingest = await asyncio.to_thread(IngestProcess.start, settings, escrow_given=given)
+        if services.chain_escrow is not None:
+            # The child admits usage and follows the contract's events itself; this process
+            # reads the chain only uncached (an epoch close's last epoch id): one follower
+            # polling the node per serving process, not two.
+            await asyncio.to_thread(services.chain_escrow.close)
     try:
         await _serve(services, stop, started, worker, workers, ingest, writers)
     finally:

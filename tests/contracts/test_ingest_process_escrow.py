@@ -19,7 +19,9 @@ that child these tests prove:
 * **a chain that does not answer refuses, never admits** (UNAVAILABLE, nothing stored, the
   RPC URL in no error or log): a serve started against a silent node, the node going silent
   again while serving (once the cached read's TTL has passed), and the node gone; usage is
-  admitted again once the node answers.
+  admitted again once the node answers;
+* **one follower per serving process**: the serving process stops its own event follower once
+  its child runs, and the child's still moves the limit.
 """
 
 import json
@@ -538,3 +540,47 @@ def test_a_chain_that_does_not_answer_refuses_with_unavailable(
             if alive(node):
                 os.kill(node, signal.SIGCONT)  # running_anvil stops it
             ledger.engine.dispose()
+
+
+# ------------------------------------------------------- one follower per serving process
+
+
+def test_the_serving_process_leaves_following_the_chain_to_its_child(
+        anvil_url: str, tmp_path: Any) -> None:
+    """With the ingest process the child admits usage and follows the contract's events; the
+    serving process stops its own follower (one process polling the node, not two) and still
+    serves: a deposit made while serving admits a refused user through the child."""
+    from prover.app import build_services
+    from prover.config import Settings
+    from prover.demo import BackgroundServer
+
+    seed = "e1" + "".join(f"{i:02x}" for i in range(31))
+    chain = deployed(anvil_url, seed)
+    payer, account_id = chain.open_account(4)
+    chain.deposit_units(account_id, payer, UNITS + HEADROOM)
+    key = new_api_key()
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}", signing_key=seed,
+        rpc_url=anvil_url, chain_id=chain.client.chain_id,
+        contract_address=chain.client.settlement_address,
+        operator_address=chain.client.account, escrow_headroom_units=HEADROOM,
+        escrow_ttl_seconds=3600, escrow_poll_seconds=0.2, ingest_process=True,
+        api_key_hashes={hash_api_key(key): "operator"}, grpc_bind="127.0.0.1:0",
+        http_bind="127.0.0.1:0", metrics_bind="127.0.0.1:0", shutdown_grace_seconds=2)
+    services = build_services(settings)
+    escrow = services.chain_escrow
+    assert escrow is not None and escrow._thread is not None  # following until serve starts
+    server = BackgroundServer(services)
+    try:
+        assert escrow._thread is None  # the child follows instead
+        with Client(f"127.0.0.1:{server.endpoints.grpc_port}", api_key=key) as zk:
+            enroll_account(zk, payer, account_id, ["d0"])
+            zk.record_usage(**event("d1", "d0"))
+            assert prepaid_limit(refusal(lambda: zk.record_usage(**event("d2", "d0")))) \
+                == limit(account_id, 0)
+            chain.deposit_units(account_id, payer, UNITS)
+            eventually(has_left(zk, "d0", UNITS), "the child's follower did not see it")
+            assert zk.record_usage(**event("d2", "d0")).receipt.sequence == 2
+    finally:
+        server.stop()
+        services.close()

@@ -178,7 +178,7 @@ class ChainEscrow:
         with self._serial:
             return fn()
 
-    def _chain_problem(self) -> str | None:
+    def _configured_chain_problem(self) -> str | None:
         """Check a chain that did not answer at start, once (module docstring): why it is
         not the configured chain, or None. Raises what the node raises while it is silent."""
         if self._expected_chain_id is not None:
@@ -201,7 +201,7 @@ class ChainEscrow:
                 f"the escrow of billing account 0x{account_id.hex()} cannot be read: the chain "
                 "did not answer a moment ago; usage refused, retry later", account_id=account_id)
         try:
-            problem = self._chain_problem()
+            problem = self._configured_chain_problem()
             record = None if problem else self._call(
                 lambda: self._client.billing_account(account_id))
         except Exception as exc:  # any failed read refuses: never admit usage unpaid
@@ -228,7 +228,7 @@ class ChainEscrow:
         the epoch close checks a new close against (EpochService ``onchain_last_epoch``).
         A failed read raises EscrowUnavailableError: the close is refused, not guessed."""
         try:
-            problem = self._chain_problem()
+            problem = self._configured_chain_problem()
             record = None if problem else self._call(
                 lambda: self._client.billing_account(account_id))
         except Exception as exc:
@@ -251,7 +251,7 @@ class ChainEscrow:
         docstring); returns their ids. Raises what the chain raises (nothing is skipped:
         the next poll starts where this one stopped)."""
         w3 = self._client.w3
-        if self._chain_problem() is not None:  # nothing is admitted: nothing to follow
+        if self._configured_chain_problem() is not None:  # nothing is admitted: nothing to follow
             return set()
         with self._poll_lock:
             latest = self._call(lambda: int(w3.eth.block_number))

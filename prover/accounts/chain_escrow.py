@@ -17,8 +17,10 @@ escrow, reserved, requested withdrawal, unit price and ``lastEpochId``, behind a
 * **The chain is the one configured.** :meth:`from_settings` refuses to start on a chain whose
   id is not ``ZKMETER_CHAIN_ID`` or a contract address that does not run ZkMeterSettlement's
   code. A chain that does not answer at start is checked on its first answer, before any
-  read is used: until then every read is refused, and a mismatch then refuses every read for
-  good (logged once; fix the settings and restart), never admits.
+  read is used: until then every read is refused (a failed check is not tried again for
+  ``retry_seconds``; an address without code yet, a node still syncing, counts as no answer),
+  and a mismatch then refuses every read for good (logged once; fix the settings and
+  restart), never admits.
 * **Events drop entries at once.** :meth:`poll` reads the settlement's logs from the block
   after the last one it read up to the latest, keeps those of the events that change an
   account's available escrow or ``lastEpochId`` (:data:`ACCOUNT_EVENTS`, all indexed by
@@ -86,12 +88,21 @@ def _event_topics() -> dict[bytes, str]:
     return topics
 
 
-def _chain_problem(client: ChainClient, chain_id: int) -> str | None:
+class ChainNotReadyError(RuntimeError):
+    """The node answered, but the contract address has no code yet (a node still syncing):
+    checked again later, as if it had not answered."""
+
+
+def _chain_problem(client: ChainClient, chain_id: int, *,
+                   no_code_yet_raises: bool = False) -> str | None:
     """Why the chain ``client`` reads is not the configured one (None if it is); raises what
-    the node raises when it does not answer."""
+    the node raises when it does not answer, and ChainNotReadyError for an address without
+    code if ``no_code_yet_raises``."""
     found = int(client.w3.eth.chain_id)
     if found != chain_id:
         return f"the chain at ZKMETER_RPC_URL has chain id {found}, ZKMETER_CHAIN_ID is {chain_id}"
+    if no_code_yet_raises and not bytes(client.w3.eth.get_code(client.settlement.address)):
+        raise ChainNotReadyError("the contract address has no code yet")
     if not code_matches(client.w3, client.settlement.address, SETTLEMENT):
         return (f"ZKMETER_CONTRACT_ADDRESS {client.settlement.address} does not run "
                 "ZkMeterSettlement on the chain at ZKMETER_RPC_URL")
@@ -114,6 +125,7 @@ class ChainEscrow:
         self._expected_chain_id = unchecked_chain_id
         self._check_lock = threading.Lock()
         self._wrong_chain: str | None = None  # set once the check found another chain
+        self._check_retry_at = float("-inf")  # no check before this (after a failed one)
         self._address = client.settlement.address
         self._clock = clock
         self._retry_seconds = retry_seconds
@@ -185,14 +197,25 @@ class ChainEscrow:
             with self._check_lock:
                 expected = self._expected_chain_id
                 if expected is not None:
-                    problem = self._call(lambda: _chain_problem(self._client, expected))
+                    # a check that failed a moment ago is not tried again by every waiting
+                    # caller in turn (one timeout per retry_seconds, not one per caller)
+                    if self._clock() < self._check_retry_at:
+                        raise ChainNotReadyError("the chain did not answer a moment ago")
+                    try:
+                        problem = self._call(lambda: _chain_problem(
+                            self._client, expected, no_code_yet_raises=True))
+                    except Exception:
+                        self._check_retry_at = self._clock() + self._retry_seconds
+                        raise
                     if problem is None:
                         log.info("escrow: the chain answered and is the one configured")
                     else:
                         log.error("escrow: %s; usage of every prepaid account is refused "
                                   "until the settings are fixed and the server restarted",
                                   problem)
-                    self._wrong_chain, self._expected_chain_id = problem, None
+                    # the verdict first: a reader that sees the check done must see it too
+                    self._wrong_chain = problem
+                    self._expected_chain_id = None
         return self._wrong_chain
 
     def _read(self, account_id: bytes) -> EscrowView:
@@ -302,6 +325,12 @@ class ChainEscrow:
                 if not self._following_ok:
                     log.info("escrow: following the settlement's events again")
                 self._following_ok = True
+
+    def stop_following(self) -> None:
+        """Stop the event follower without waiting for a poll in flight (its thread ends
+        after it; :meth:`close` waits)."""
+        self._stop.set()
+        self._thread = None
 
     def close(self) -> None:
         """Stop the event follower."""

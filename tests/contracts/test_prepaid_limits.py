@@ -394,26 +394,42 @@ def test_build_services_reads_the_escrow_on_chain(anvil_client, tmp_path, signin
     assert escrow._thread is None  # closing the services stopped the follower
 
 
-@pytest.mark.parametrize(("wrong", "reason"), [
-    ({"chain_id": 1}, "the chain at ZKMETER_RPC_URL has chain id 31337, ZKMETER_CHAIN_ID is 1"),
-    ({"contract_address": "operator"}, "does not run ZkMeterSettlement on the chain"),
-    ({}, None),  # the chain configured: admitted once it answers
+WRONG_CHAIN = "the chain at ZKMETER_RPC_URL has chain id 31337, ZKMETER_CHAIN_ID is 1"
+
+
+@pytest.mark.parametrize(("wrong", "poll_seconds", "reason"), [
+    # the first read after the node answers runs the check (the follower waits an hour)
+    ({"chain_id": 1}, 3600, WRONG_CHAIN),
+    ({"contract_address": "token"}, 3600, "does not run ZkMeterSettlement on the chain"),
+    # the event follower polls first and runs it
+    ({"chain_id": 1}, 0.1, WRONG_CHAIN),
+    # an address without code: a node still syncing, checked again (not a verdict)
+    ({"contract_address": "operator"}, 3600,
+     r"\(ChainNotReadyError\)|the chain did not answer a moment ago"),
+    ({}, 3600, None),  # the chain configured: admitted once it answers
 ])
-def test_a_chain_silent_at_start_is_checked_before_its_first_read(tmp_path, wrong, reason):
+def test_a_chain_silent_at_start_is_checked_before_its_first_read(tmp_path, wrong,
+                                                                  poll_seconds, reason):
     """A node that does not answer at start cannot be checked then (chain id, the contract's
     code), so serve starts; the check runs on the node's first answer, before any read is
-    used: another chain or another contract refuses every read for good, never admits."""
+    used: another chain or another contract refuses every read and every epoch close's
+    read for good, never admits."""
     with running_anvil() as url:
         chain = deployed(url, PROVIDER_SEED.hex())
         payer, account_id = chain.open_account(1)
         chain.deposit_units(account_id, payer, 10 * SERVE_UNITS)  # serve's default rate card
-        contract = (chain.client.account if wrong.get("contract_address")
-                    else chain.client.settlement_address)
+        where = wrong.get("contract_address")
+        if where == "token":  # a contract, not the settlement
+            contract = chain.client.deploy_test_token()
+        elif where == "operator":  # an address without code
+            contract = chain.client.account
+        else:
+            contract = chain.client.settlement_address
         settings = Settings(database_url=f"sqlite:///{tmp_path / 'zk.sqlite'}",
                             signing_key=PROVIDER_SEED.hex(), rpc_url=url,
                             chain_id=wrong.get("chain_id", chain.client.chain_id),
                             contract_address=contract, operator_address=chain.client.account,
-                            rpc_timeout_seconds=0.5, escrow_poll_seconds=0.1)
+                            rpc_timeout_seconds=0.5, escrow_poll_seconds=poll_seconds)
         node = anvil_pid(url)
         os.kill(node, signal.SIGSTOP)  # accepts connections, never answers
         try:
@@ -427,11 +443,48 @@ def test_a_chain_silent_at_start_is_checked_before_its_first_read(tmp_path, wron
             time.sleep(1.1)  # past the retry pause of the reads that failed while silent
             if reason is None:
                 assert meter.record(usage("k1", "u0")).receipt.units == SERVE_UNITS
+                assert services.chain_escrow.last_epoch_id(account_id) == 0
                 return
-            for key in ("k1", "k2"):  # refused, and again later: the mismatch stays
+            for key in ("k1", "k2"):  # refused, and again after the retry pause
                 with pytest.raises(EscrowUnavailableError, match=reason):
                     meter.record(usage(key, "u0"))
-                time.sleep(0.3)  # the event follower polls meanwhile: it admits nothing
+                time.sleep(1.1)
+            with pytest.raises(EscrowUnavailableError, match=reason):  # an epoch close's read
+                services.chain_escrow.last_epoch_id(account_id)
             assert count(meter, events) == 0
         finally:
             services.close()
+
+
+def test_callers_waiting_on_a_failed_chain_check_do_not_each_try_again(silent_rpc,
+                                                                      monkeypatch):
+    """While one caller checks a chain that was silent at start, the others wait; once the
+    check fails they are refused at once (one timeout per retry pause, not one per caller)."""
+    calls = []
+
+    def silent_check(*_args, **_kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # a node that does not answer within the timeout
+        raise requests.exceptions.ReadTimeout("no answer")
+
+    monkeypatch.setattr("prover.accounts.chain_escrow._chain_problem", silent_check)
+    reader = connect_reader(silent_rpc, "0x" + "42" * 20, timeout_seconds=0.3)
+    escrow = ChainEscrow(reader, ttl_seconds=3_600, retry_seconds=5,
+                         unchecked_chain_id=31_337)
+    barrier = threading.Barrier(6)
+    refused = []
+
+    def read(k: int) -> None:
+        barrier.wait()
+        try:
+            escrow.view(bytes([k]) * 32)  # six accounts: six cache misses
+        except EscrowUnavailableError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(refused) == 6
+    assert calls == [1]  # one check against the node; the waiting callers did not repeat it

@@ -122,7 +122,7 @@ async def serve(services: Services, *, stop: asyncio.Event | None = None,
             # The child admits usage and follows the contract's events itself; this process
             # reads the chain only uncached (an epoch close's last epoch id): one follower
             # polling the node per serving process, not two.
-            await asyncio.to_thread(services.chain_escrow.close)
+            services.chain_escrow.stop_following()
     try:
         await _serve(services, stop, started, worker, workers, ingest, writers)
     finally:

@@ -569,10 +569,13 @@ def test_the_serving_process_leaves_following_the_chain_to_its_child(
         http_bind="127.0.0.1:0", metrics_bind="127.0.0.1:0", shutdown_grace_seconds=2)
     services = build_services(settings)
     escrow = services.chain_escrow
-    assert escrow is not None and escrow._thread is not None  # following until serve starts
+    assert escrow is not None
+    follower = escrow._thread
+    assert follower is not None and follower.is_alive()  # following until serve starts
     server = BackgroundServer(services)
     try:
-        assert escrow._thread is None  # the child follows instead
+        follower.join(timeout=10)  # the child follows instead
+        assert not follower.is_alive() and escrow._thread is None
         with Client(f"127.0.0.1:{server.endpoints.grpc_port}", api_key=key) as zk:
             enroll_account(zk, payer, account_id, ["d0"])
             zk.record_usage(**event("d1", "d0"))

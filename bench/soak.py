@@ -12,7 +12,8 @@ of the serving process and of its ingest child (``VmRSS``) and the events so far
 it stops the server with SIGTERM and reports its exit code, every error by kind, and the
 figures. Any error, a non-zero exit or a replayed retry that is not marked replayed is a
 finding, printed as such; memory is reported, not judged (the first minute loads the
-tokenizer and fills the caches).
+tokenizer and fills the caches). It runs without a chain (``--dev``, no ``ZKMETER_RPC_URL``):
+the prepaid limits and the escrow follower are not part of it.
 """
 
 import argparse
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute(f'CREATE DATABASE "{name}"')
             try:
                 base = args.postgres.rsplit("/", 1)[0]
+                if not base.startswith("postgresql+psycopg://"):
+                    base = base.replace("postgresql://", "postgresql+psycopg://", 1)
                 report = soak(minutes=args.minutes, database_url=f"{base}/{name}",
                               ingest_process=ingest)
             finally:

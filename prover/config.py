@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     epoch_seconds: int = Field(default=86_400, ge=1)
     count_workers: int = Field(default=0, ge=0, le=64)
     ingest_process: bool = False
-    ingest_writers: int = Field(default=1, ge=1, le=32)
+    ingest_writers: int = Field(default=1, ge=1, le=8)  # within the engine's 15 connections
     chain_id: int = Field(default=31_337, ge=0, lt=2**256)
     contract_address: str = "0x" + "00" * 20
     operator_address: str = "0x" + "00" * 20

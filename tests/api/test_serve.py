@@ -130,8 +130,8 @@ def test_ingest_writers_follow_the_setting_on_postgresql():
             "signing_key": "e1" + "".join(f"{i:02x}" for i in range(31))}
     assert ingest_writers(Settings(**base)) == 1  # the default, on either backend
     assert ingest_writers(Settings(**base, ingest_writers=3)) == 3
-    with pytest.raises(ValueError, match="less than or equal to 32"):
-        Settings(**base, ingest_writers=33)
+    with pytest.raises(ValueError, match="less than or equal to 8"):  # the pool has 15
+        Settings(**base, ingest_writers=9)
 
 
 def test_settle_gc_freezes_start_up_objects_and_raises_the_thresholds():

@@ -366,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--postgres compares with SQLite: not with --target or --database-url")
     report = measure(args, args.database_url)
     if args.postgres:
-        report["postgresql"] = on_postgres(args)
+        from bench.postgres import ServerUnreachable
+
+        try:
+            report["postgresql"] = on_postgres(args)
+        except ServerUnreachable as exc:
+            parser.exit(2, f"bench.grpc: --postgres: the server did not let us in ({exc})\n")
         report["postgresql_vs_sqlite"] = {
             name: {"value": entry["per_second"], "baseline": report[name]["per_second"],
                    "ratio": round(entry["per_second"] / report[name]["per_second"], 3),
@@ -382,19 +387,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def on_postgres(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`measure` on a fresh PostgreSQL database next to ``--postgres``, dropped after."""
-    import psycopg
+    from bench.postgres import fresh_database
 
-    admin = args.postgres.replace("postgresql+psycopg://", "postgresql://")
-    name = f"zkmeter_bench_{os.urandom(4).hex()}"
-    with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            base = args.postgres.rsplit("/", 1)[0]
-            if not base.startswith("postgresql+psycopg://"):
-                base = base.replace("postgresql://", "postgresql+psycopg://", 1)
-            return measure(args, f"{base}/{name}")
-        finally:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(args.postgres, "zkmeter_bench") as (url, _admin):
+        return measure(args, url)
 
 
 def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:

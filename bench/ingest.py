@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import platform
 import random
-import secrets
 import sqlite3
 import sys
 import tempfile
@@ -50,10 +49,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 from nacl.signing import SigningKey
 
+from bench.postgres import ServerUnreachable, fresh_database
 from circuits.hashing import keccak256
 from prover.accounts.registry import AccountRegistry
 from prover.ledger import Ledger
@@ -370,14 +369,6 @@ def bench_backend(url: str, *, events: int, batch: int, users: int, workers: int
     return result
 
 
-def _pg_admin(url: str) -> psycopg.Connection | None:
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        return psycopg.connect(conninfo, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError:
-        return None
-
-
 def _ratio(value: float, baseline: float, goal: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"value": round(value, 1), "baseline": round(baseline, 1),
                            "ratio": round(value / baseline, 3)}
@@ -448,23 +439,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                             texts=texts)}
         report["sqlite_floor"] = ingest_floor(Path(tmp) / "floor.sqlite", events=args.events,
                                               batch=args.batch, users=args.users)
-    conn = None if args.no_postgres else _pg_admin(args.postgres)
-    if conn is None:
-        report["postgresql"] = {"skipped": "no PostgreSQL server reachable"}
+    if args.no_postgres:
+        report["postgresql"] = {"skipped": "--no-postgres"}
     else:
-        name = f"zkmeter_bench_{secrets.token_hex(4)}"
-        conn.execute(f'CREATE DATABASE "{name}"')
         try:
-            sync = conn.execute("SHOW synchronous_commit").fetchone()
-            base = args.postgres.rsplit("/", 1)[0]
-            report["postgresql"] = {
-                "durability": f"synchronous_commit={sync[0] if sync else '?'}",
-                "server": conn.info.server_version,
-                **bench_backend(f"{base}/{name}", events=args.events, batch=args.batch,
-                                users=args.users, workers=args.workers, texts=texts)}
-        finally:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.close()
+            with fresh_database(args.postgres, "zkmeter_bench") as (url, conn):
+                sync = conn.execute("SHOW synchronous_commit").fetchone()
+                report["postgresql"] = {
+                    "durability": f"synchronous_commit={sync[0] if sync else '?'}",
+                    "server": conn.info.server_version,
+                    **bench_backend(url, events=args.events, batch=args.batch,
+                                    users=args.users, workers=args.workers, texts=texts)}
+        except ServerUnreachable as exc:
+            report["postgresql"] = {"skipped": f"no PostgreSQL server reachable: {exc}"}
     if args.workers > 1:
         report[f"raw_tiktoken_{args.workers}_processes"] = raw_tiktoken_processes(
             texts, args.workers)

@@ -223,20 +223,13 @@ def main(argv: list[str] | None = None) -> int:
             report = soak(minutes=args.minutes, database_url=f"sqlite:///{tmp}/soak.sqlite",
                           ingest_process=ingest)
     else:
-        import psycopg
+        from bench.postgres import ServerUnreachable, fresh_database
 
-        name = f"zkmeter_soak_{os.urandom(4).hex()}"
-        admin = args.postgres.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-            try:
-                base = args.postgres.rsplit("/", 1)[0]
-                if not base.startswith("postgresql+psycopg://"):
-                    base = base.replace("postgresql://", "postgresql+psycopg://", 1)
-                report = soak(minutes=args.minutes, database_url=f"{base}/{name}",
-                              ingest_process=ingest)
-            finally:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            with fresh_database(args.postgres, "zkmeter_soak") as (url, _admin):
+                report = soak(minutes=args.minutes, database_url=url, ingest_process=ingest)
+        except ServerUnreachable as exc:
+            parser.exit(2, f"bench.soak: --postgres: the server did not let us in ({exc})\n")
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
     return 1 if report["findings"] else 0
 

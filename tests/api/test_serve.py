@@ -132,6 +132,8 @@ def test_ingest_writers_follow_the_setting_on_postgresql():
     assert ingest_writers(Settings(**base, ingest_writers=3)) == 3
     with pytest.raises(ValueError, match="less than or equal to 8"):  # the pool has 15
         Settings(**base, ingest_writers=9)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Settings(**base, ingest_writers=0)
 
 
 def test_settle_gc_freezes_start_up_objects_and_raises_the_thresholds():

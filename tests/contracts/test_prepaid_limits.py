@@ -488,3 +488,24 @@ def test_callers_waiting_on_a_failed_chain_check_do_not_each_try_again(silent_rp
         t.join(timeout=30)
     assert len(refused) == 6
     assert calls == [1]  # one check against the node; the waiting callers did not repeat it
+
+
+@pytest.mark.parametrize(("expected", "refused"), [(1, True), (None, False)])
+def test_the_first_answer_is_checked_before_an_escrow_read_is_used(chain, expected, refused):
+    """On py-evm and anvil: an escrow whose chain could not be checked at start checks it on
+    the first read; another chain id refuses that read, the next one and an epoch close's,
+    and the right one is read as usual."""
+    chain.deposit_units(100)
+    expected = chain.client.chain_id if expected is None else expected
+    escrow = ChainEscrow(chain.reader(), ttl_seconds=3_600, unchecked_chain_id=expected)
+    if not refused:
+        assert escrow.view(chain.account_id).available_units == 100
+        assert escrow.last_epoch_id(chain.account_id) == 0
+        return
+    wrong = f"has chain id {chain.client.chain_id}, ZKMETER_CHAIN_ID is 1"
+    for _ in range(2):
+        with pytest.raises(EscrowUnavailableError, match=wrong):
+            escrow.view(chain.account_id)
+    with pytest.raises(EscrowUnavailableError, match=wrong):
+        escrow.last_epoch_id(chain.account_id)
+    assert escrow.poll() == set()  # nothing followed on another chain

@@ -134,6 +134,23 @@ def anvil_pid(url: str) -> int:
     return found[0]
 
 
+def silence(pid: int) -> None:
+    """Stop the node (SIGSTOP: it accepts connections and never answers) and wait until every
+    one of its threads is stopped: the signal is sent at once but lands on each thread when
+    the kernel next schedules it, and a thread still running could answer one more call."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                states.append(stat.read().rsplit(")", 1)[1].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"anvil did not stop: {states}"
+        time.sleep(0.01)
+
+
 # ------------------------------------------------------------------------------ serve
 
 
@@ -493,7 +510,7 @@ def test_a_chain_that_does_not_answer_refuses_with_unavailable(
         served_env = escrow_env(env, chain, database_url, rpc_timeout_seconds="0.5",
                                 escrow_ttl_seconds=str(ttl))
         ledger = Ledger(database_url)
-        os.kill(node, signal.SIGSTOP)
+        silence(node)
         try:
             with serving(served_env) as (served,), Client(served.target,
                                                           api_key=key) as zk:
@@ -523,7 +540,7 @@ def test_a_chain_that_does_not_answer_refuses_with_unavailable(
 
                 eventually(admit, "usage was not admitted once the chain answered")
                 assert admitted[0].receipt.sequence == 1  # the refused key stored nothing
-                os.kill(node, signal.SIGSTOP)  # silent while serving
+                silence(node)  # silent while serving
                 time.sleep(ttl + 0.2)  # until then the cached read admits (by design)
                 unavailable("d2")
                 os.kill(node, signal.SIGCONT)

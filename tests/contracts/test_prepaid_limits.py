@@ -35,7 +35,7 @@ from tests.accounts import enroll, overlapping_bursts, registry
 from tests.anvil import free_port, running_anvil
 from tests.api.grpc_harness import ServerThread
 from tests.contracts.test_ingest_process_escrow import UNITS as SERVE_UNITS
-from tests.contracts.test_ingest_process_escrow import anvil_pid, deployed
+from tests.contracts.test_ingest_process_escrow import anvil_pid, deployed, silence
 from tests.metering.conftest import (  # noqa: F401 - fixtures
     PROVIDER_SEED,
     db_url,
@@ -431,7 +431,7 @@ def test_a_chain_silent_at_start_is_checked_before_its_first_read(tmp_path, wron
                             contract_address=contract, operator_address=chain.client.account,
                             rpc_timeout_seconds=0.5, escrow_poll_seconds=poll_seconds)
         node = anvil_pid(url)
-        os.kill(node, signal.SIGSTOP)  # accepts connections, never answers
+        silence(node)  # accepts connections, never answers
         try:
             services = build_services(settings)
         finally:

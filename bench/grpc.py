@@ -16,10 +16,12 @@ the ratio (issue 16: unary >= 80 %, streaming >= 60 % of the echo, counts only; 
 scenarios, about 500 tokens per request, are reported the same way). Both servers run in this
 process and the clients in their own, so this process's CPU time during a run is the server's
 (``server_cpu_us_per_event``; with ``--target`` it is only the echo's, and left out for the
-real one; with ``--ingest-process`` the ledger transactions run in a child process, whose CPU
-is not in it; ``cpu_us_per_event_by_thread`` splits it: each server's event loop, the ingest
-writers, gRPC core's native threads). The machine is shared:
-the absolute figures move with its load, the same-run ratios are the measure.
+real one; with the ingest process, which ``--ingest-process auto`` (the default) starts as
+``zkmeter serve`` would, on two usable cores, the ledger transactions run in a child process,
+whose CPU is not in it (``ingest_process_cpu_us_per_event``); ``cpu_us_per_event_by_thread``
+splits it: each server's event loop, the ingest writers, gRPC core's native threads). The
+machine is shared: the absolute figures move with its load, the same-run ratios are the
+measure.
 
 For the counts scenarios on SQLite it also reports ``bound``: the ratio a server would reach
 whose transport cost only the echo's CPU per event and whose ingest only the floor's
@@ -352,9 +354,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure an already running zkmeter serve (ZKMETER_BENCH_API_KEY) "
                              "instead of starting one")
     parser.add_argument("--only", default=None, help="comma-separated scenarios to run")
-    parser.add_argument("--ingest-process", action="store_true",
+    parser.add_argument("--ingest-process", nargs="?", const="true", default="auto",
+                        choices=("auto", "true", "false"),
                         help="the ledger transactions in their own process, as "
-                             "ZKMETER_INGEST_PROCESS=true does (prover/api/ingest_process.py)")
+                             "ZKMETER_INGEST_PROCESS does (prover/api/ingest_process.py): "
+                             "auto (the default, as zkmeter serve decides), true (the flag "
+                             "alone) or false")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="sample this process (the server) with py-spy during each real "
                              "scenario; raw stacks to DIR, top entries per event in the report")
@@ -400,7 +405,7 @@ def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any
     from nacl.signing import SigningKey
 
     from prover.api.grpc_server import hash_api_key, new_api_key
-    from prover.api.serve import ingest_writers, settle_gc
+    from prover.api.serve import ingest_in_child, ingest_writers, settle_gc
 
     server: Any = None
     services: Any = None
@@ -417,7 +422,8 @@ def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any
         tmp = tempfile.mkdtemp(prefix="zkmeter-bench-")
         url = database_url or f"sqlite:///{os.path.join(tmp, 'bench.sqlite')}"
         settings = Settings(database_url=url, signing_key=bytes(SigningKey.generate()).hex(),
-                            ingest_process=bool(args.ingest_process))
+                            ingest_process=args.ingest_process)
+        in_child, args.ingest_decision = ingest_in_child(settings, workers=1, escrow_given=False)
         services = build_services(settings)
         account = services.accounts.register_account(payer=bytes.fromhex("a1" * 20),
                                                      asset=bytes(20),
@@ -425,7 +431,7 @@ def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any
         for i in range(97):  # usage needs a billing account
             services.accounts.register_user(f"user-{i}", account.account_id)
         key = new_api_key()
-        if args.ingest_process:
+        if in_child:
             from prover.api.ingest_process import IngestProcess
 
             ingest = IngestProcess.start(settings)
@@ -445,7 +451,9 @@ def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any
     run_tag = os.urandom(4).hex()
     report: dict[str, Any] = {
         "database": database, "clients": args.clients, "inflight_per_client": args.inflight,
-        "ingest_process": bool(args.ingest_process),
+        "ingest_process": ingest is not None,
+        "ingest_setting": args.ingest_process,
+        "ingest_decision": getattr(args, "ingest_decision", None),
         "durable": True, "load_avg_at_start": round(os.getloadavg()[0], 2),
         "note": "shared machine: compare the same-run ratios, not the absolute figures"}
     wanted = set(args.only.split(",")) if args.only else None
@@ -507,7 +515,7 @@ def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any
             ingest.close()
     if not args.target:
         try:
-            if database == "sqlite" and not args.ingest_process:  # the model is one process
+            if database == "sqlite" and not report["ingest_process"]:  # the model: one process
                 for name in ("unary_counts", "stream_counts"):
                     if name in report:
                         report[name]["bound"] = floor_bound(report[name], tmp)

@@ -11,6 +11,11 @@
   could get an honest provider slashed (docs/security.md);
 * ``ZKMETER_EPOCH_SECONDS``: planned length of an epoch window (default 86400);
 * ``ZKMETER_COUNT_WORKERS``: processes that tokenize text off the GIL (default 0: in-process);
+* ``ZKMETER_INGEST_PROCESS``: ``serve``'s ingest transactions in a child process of each
+  serving process, ``true``, ``false`` or ``auto`` (the default: a child where each serving
+  process has two cores to itself, docs/operations.md);
+* ``ZKMETER_INGEST_WRITERS``: concurrent ingest transactions of one serving process
+  (default 1; more needs PostgreSQL and no ingest child);
 * ``ZKMETER_CHAIN_ID``, ``ZKMETER_CONTRACT_ADDRESS``: where epochs settle; both are bound
   into every range proof (defaults: 31337 and the zero address, which ``zkmeter serve`` and
   ``zkmeter epoch close`` refuse unless ``--dev``: set both from ``zkmeter chain deploy``);
@@ -82,7 +87,7 @@ never appear in a repr, a log line or an error message.
 """
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from nacl.signing import SigningKey
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -119,7 +124,7 @@ class Settings(BaseSettings):
     bit_size: int = 32
     epoch_seconds: int = Field(default=86_400, ge=1)
     count_workers: int = Field(default=0, ge=0, le=64)
-    ingest_process: bool = False
+    ingest_process: bool | Literal["auto"] = "auto"  # prover/api/serve.py: ingest_in_child
     ingest_writers: int = Field(default=1, ge=1, le=8)  # within the engine's 15 connections
     chain_id: int = Field(default=31_337, ge=0, lt=2**256)
     contract_address: str = "0x" + "00" * 20
@@ -181,6 +186,21 @@ class Settings(BaseSettings):
         if isinstance(self.api_key_hashes, dict):
             return dict(self.api_key_hashes)
         return {digest: ROLE_GATEWAY for digest in self.api_key_hashes}
+
+    @field_validator("ingest_process", mode="before")
+    @classmethod
+    def _ingest_process(cls, value: object) -> object:
+        """``true``, ``false`` or ``auto``, any case (also 1/0, yes/no, on/off)."""
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        if word == "auto":
+            return "auto"
+        if word in ("true", "1", "yes", "on"):
+            return True
+        if word in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("ingest_process must be true, false or auto")
 
     @field_validator("rpc_url")
     @classmethod

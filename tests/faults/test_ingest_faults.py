@@ -171,6 +171,7 @@ def test_terminated_backends_lose_nothing(pg_url, services_factory):
             time.sleep(0.01)
     finally:
         stop.set()
+    print(f"{sum(killed)} backends terminated")
     assert sum(killed) > 5  # the fault really happened
     for request in failed:
         services.meter.record(request)
